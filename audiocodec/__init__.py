@@ -1,0 +1,16 @@
+"""audiocodec: neural audio tokenizers and the generative models built on them.
+
+>>> import audiocodec
+>>> codec = audiocodec.load_codec("wavtokenizer_75.ckpt")      # or build_codec("wavtokenizer-75")
+>>> codes = codec.encode(wav, sample_rate=16000)                # Codes.tokens: LongTensor [B, K, T]
+>>> audio = codec.decode(codes)                                  # [B, 1, L] at codec.sample_rate
+"""
+from .codecs import (Codec, Codes, MelVocoder, build_codec, build_vocoder, get_config, list_codecs, load_codec,
+                     load_vocoder, save_codec)
+from .errors import AudioCodecError, AudioError, CheckpointError, CodesError, ConfigError
+
+__version__ = "0.1.0"
+
+__all__ = ["Codec", "Codes", "MelVocoder", "build_codec", "build_vocoder", "get_config", "list_codecs",
+           "load_codec", "load_vocoder", "save_codec", "AudioCodecError", "AudioError",
+           "CheckpointError", "CodesError", "ConfigError", "__version__"]

@@ -1,0 +1,152 @@
+"""``Codes``: the tokens of a batch of audio plus what is needed to decode them exactly,
+and the ``.npz`` file format they are stored in."""
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+
+from ..errors import CodesError
+
+CODES_FORMAT_VERSION = 1
+
+
+@dataclass
+class Codes:
+    """Tokens of a batch and their metadata.
+
+    Attributes:
+        tokens: ``LongTensor [B, K, T]``: K codebooks, T frames (padded to the longest item).
+        lengths: ``LongTensor [B]``: valid frames of each item.
+        model_id: name of the codec config that made them (e.g. ``"wavtokenizer-75"``).
+        fingerprint: short hash of the codec's codebooks (tells two trainings of one config apart).
+        sample_rate: the codec's sample rate (Hz); frame_rate: frames per second.
+        cardinality: codebook size; tokens lie in ``[0, cardinality)``.
+        input_sample_rate, input_lengths ``[B]``, input_channels: the audio as given to ``encode``,
+            so that ``decode`` returns each item with exactly the input's duration.
+    """
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    model_id: str
+    sample_rate: int
+    frame_rate: float
+    cardinality: int
+    input_sample_rate: int
+    input_lengths: torch.Tensor
+    input_channels: int = 1
+    fingerprint: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_codebooks(self) -> int:
+        return int(self.tokens.shape[1])
+
+    @property
+    def output_lengths(self) -> torch.Tensor:
+        """Samples of each item at the codec's sample rate, matching the input durations."""
+        return torch.round(self.input_lengths.double() * self.sample_rate / self.input_sample_rate).long()
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def to(self, device) -> "Codes":
+        return replace(self, tokens=self.tokens.to(device))
+
+    def __getitem__(self, index) -> "Codes":
+        """Select items of the batch (an int keeps the batch dimension)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return replace(self, tokens=self.tokens[index], lengths=self.lengths[index],
+                       input_lengths=self.input_lengths[index])
+
+    def unbatch(self) -> list[torch.Tensor]:
+        """The valid tokens of each item: a list of ``[K, T_i]``."""
+        return [self.tokens[i, :, : int(n)] for i, n in enumerate(self.lengths)]
+
+    # -- file format -----------------------------------------------------------------------------
+    def save(self, path: Union[str, Path]) -> Path:
+        """Write an ``.npz`` (no pickles): ``tokens``, ``lengths``, ``input_lengths`` and a JSON header."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = dict(format="audiocodec.codes", version=CODES_FORMAT_VERSION, model_id=self.model_id,
+                      fingerprint=self.fingerprint, sample_rate=self.sample_rate, frame_rate=self.frame_rate,
+                      cardinality=self.cardinality, input_sample_rate=self.input_sample_rate,
+                      input_channels=self.input_channels, extra=self.extra)
+        dtype = np.int16 if self.cardinality <= 2 ** 15 else np.int32
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, tokens=self.tokens.cpu().numpy().astype(dtype),
+                     lengths=self.lengths.cpu().numpy().astype(np.int64),
+                     input_lengths=self.input_lengths.cpu().numpy().astype(np.int64),
+                     header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "Codes":
+        """Read a file written by :meth:`save`; malformed files raise :class:`CodesError`."""
+        path = Path(path)
+        if not path.is_file():
+            raise CodesError(f"codes file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+            raise CodesError(f"cannot read codes file {path}: {e}") from e
+        missing = {"tokens", "lengths", "input_lengths", "header"} - set(arrays)
+        if missing:
+            raise CodesError(f"codes file {path} lacks {sorted(missing)}: not written by audiocodec?")
+        try:
+            header = json.loads(arrays["header"].tobytes().decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CodesError(f"codes file {path} has a corrupt header: {e}") from e
+        if header.get("format") != "audiocodec.codes":
+            raise CodesError(f"{path} is not an audiocodec codes file")
+        if header.get("version", 0) > CODES_FORMAT_VERSION:
+            raise CodesError(f"{path} has format version {header['version']}; this audiocodec reads "
+                             f"up to {CODES_FORMAT_VERSION}: upgrade audiocodec")
+        tokens = arrays["tokens"]
+        if tokens.ndim != 3 or not np.issubdtype(tokens.dtype, np.integer):
+            raise CodesError(f"codes file {path}: tokens must be integers shaped [B, K, T], "
+                             f"got {tokens.dtype} {tokens.shape}")
+        b = tokens.shape[0]
+        if arrays["lengths"].shape != (b,) or arrays["input_lengths"].shape != (b,):
+            raise CodesError(f"codes file {path}: lengths do not match the batch size {b}")
+        try:
+            codes = cls(tokens=torch.from_numpy(tokens.astype(np.int64)),
+                        lengths=torch.from_numpy(arrays["lengths"].astype(np.int64)),
+                        input_lengths=torch.from_numpy(arrays["input_lengths"].astype(np.int64)),
+                        model_id=str(header["model_id"]), fingerprint=str(header.get("fingerprint", "")),
+                        sample_rate=int(header["sample_rate"]), frame_rate=float(header["frame_rate"]),
+                        cardinality=int(header["cardinality"]), input_sample_rate=int(header["input_sample_rate"]),
+                        input_channels=int(header.get("input_channels", 1)), extra=dict(header.get("extra", {})))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CodesError(f"codes file {path} has an incomplete header: {e}") from e
+        codes.validate()
+        return codes
+
+    def validate(self, cardinality: int | None = None) -> "Codes":
+        """Check shapes, ranges and lengths; raise :class:`CodesError` naming the problem."""
+        t = validate_tokens(self.tokens, cardinality or self.cardinality)
+        if (self.lengths < 0).any() or (self.lengths > t.shape[-1]).any():
+            raise CodesError(f"lengths {self.lengths.tolist()} do not fit {t.shape[-1]} frames")
+        return self
+
+
+def validate_tokens(tokens, cardinality: int) -> torch.Tensor:
+    """Check that ``tokens`` is an integer tensor ``[B, K, T]`` with values in ``[0, cardinality)``."""
+    if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3:
+        raise CodesError(f"tokens must be a tensor [B, K, T], got {getattr(tokens, 'shape', type(tokens))}")
+    if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
+        raise CodesError(f"tokens must be integers, got {tokens.dtype}")
+    if tokens.numel():
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= cardinality:
+            raise CodesError(f"tokens out of range: found values in [{lo}, {hi}] but the codebook "
+                             f"has {cardinality} entries (valid 0..{cardinality - 1})")
+    return tokens

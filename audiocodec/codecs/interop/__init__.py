@@ -1,0 +1,1 @@
+"""Readers that map official checkpoints (WavTokenizer, encodec, vocos, DAC) onto our modules."""

@@ -1,0 +1,153 @@
+"""Saving codecs in our format (safetensors + config) and loading any supported checkpoint."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..config import load_yaml
+from ..errors import CheckpointError
+from .base import Codec
+from .interop import official
+from .interop.keys import load_state_strict
+from .registry import build_from_config
+from .vocoder import MelVocoder
+
+FORMAT = "audiocodec"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def save_codec(model: Union[Codec, MelVocoder], path: Union[str, os.PathLike]) -> Path:
+    """Write ``model`` as one safetensors file whose metadata holds its config.
+
+    ``path`` may be a ``.safetensors`` file or a folder (``model.safetensors`` inside). The write is
+    atomic (temporary file + rename).
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path / WEIGHTS_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kind = "vocoder" if isinstance(model, MelVocoder) else "codec"
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "kind": kind, "config": json.dumps(model.config)}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict]:
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read safetensors file {path}: {e}") from e
+
+
+def _resolve(source) -> Path:
+    path = Path(source)
+    if path.is_dir():
+        if (path / WEIGHTS_NAME).is_file():
+            return path / WEIGHTS_NAME
+        candidates = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".ckpt", ".pt", ".pth", ".bin"))
+        if len(candidates) != 1:
+            raise CheckpointError(f"{path} is a folder without {WEIGHTS_NAME}; found {[c.name for c in candidates]}")
+        return candidates[0]
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def load_codec(source: Union[str, os.PathLike, Codec], config: Optional[Union[str, Mapping]] = None,
+               device: Union[str, torch.device] = "cpu", inference: bool = True) -> Codec:
+    """Load a codec from any supported checkpoint.
+
+    Accepts our safetensors files (or folders holding ``model.safetensors``), an official WavTokenizer
+    Lightning ``.ckpt`` (``config`` may name its training YAML; otherwise the variant is inferred), an
+    ``encodec`` state dict, a ``vocos`` EnCodec-features state dict, and a DAC weights file.
+    ``config`` may also be one of our config dicts / YAML files for a bare state dict.
+
+    Pickled files are read with ``torch.load(weights_only=True)``; nothing in them is executed.
+    With ``inference=True`` the codec is put in eval mode with weight norm folded.
+    """
+    if isinstance(source, Codec):
+        codec = source
+    else:
+        path = _resolve(source)
+        codec = _load_path(path, config)
+    codec = codec.to(device)
+    return codec.prepare_for_inference() if inference else codec
+
+
+def _load_path(path: Path, config) -> Codec:
+    if path.suffix == ".safetensors":
+        state, meta = _read_safetensors(path)
+        if meta.get("format") == FORMAT:
+            if meta.get("kind") == "vocoder":
+                raise CheckpointError(f"{path} is a vocoder: load it with audiocodec.load_vocoder")
+            cfg = json.loads(meta["config"])
+        elif config is not None:
+            cfg = _config_arg(config)
+        else:
+            raise CheckpointError(f"{path} has no audiocodec config in its metadata: pass config=")
+        codec = build_from_config(cfg)
+        load_state_strict(codec, state, str(path))
+        return codec
+    state, whole = official.read_state(path)
+    if official.is_wavtokenizer_state(state):
+        return official.load_wavtokenizer_state(state, str(config) if config else None, str(path))
+    if official.is_vocos_state(state):
+        return official.load_vocos_encodec_state(state, str(path))
+    if official.is_encodec_state(state):
+        return official.load_encodec_state(state, str(path))
+    from .interop import dac as dac_interop  # noqa: WPS433 (DAC support is optional)
+    if dac_interop.is_dac_checkpoint(whole):
+        return dac_interop.load_dac_checkpoint(whole, str(path))
+    if config is not None:
+        codec = build_from_config(_config_arg(config))
+        load_state_strict(codec, state, str(path))
+        return codec
+    sample = ", ".join(list(state)[:5])
+    raise CheckpointError(f"cannot tell which model {path} holds (first keys: {sample}); supported: audiocodec "
+                          "safetensors, WavTokenizer .ckpt, encodec, vocos and DAC weights; or pass config=")
+
+
+def _config_arg(config) -> dict:
+    if isinstance(config, Mapping):
+        return dict(config)
+    return load_yaml(config)
+
+
+def load_vocoder(source: Union[str, os.PathLike], device="cpu") -> MelVocoder:
+    """Load a Vocos mel vocoder: our safetensors, or the official ``vocos`` mel ``pytorch_model.bin``."""
+    from .vocoder import VOCODER_CONFIGS, build_vocoder
+    path = _resolve(source)
+    if path.suffix == ".safetensors":
+        state, meta = _read_safetensors(path)
+        if meta.get("kind") != "vocoder":
+            raise CheckpointError(f"{path} is not a vocoder checkpoint")
+        cfg = json.loads(meta["config"])
+        name = cfg.pop("name", "vocoder")
+        model = MelVocoder(**cfg, name=name, config=dict(cfg, name=name))
+    else:
+        state, _ = official.read_state(path)
+        if "feature_extractor.mel_spec.mel_scale.fb" not in state:
+            raise CheckpointError(f"{path} is not a Vocos mel vocoder state dict")
+        n_mels = state["feature_extractor.mel_spec.mel_scale.fb"].shape[1]
+        dim = state["backbone.embed.weight"].shape[0]
+        layers = len({k.split(".")[2] for k in state if k.startswith("backbone.convnext.")})
+        model = build_vocoder("vocos-mel-24k")
+        if (n_mels, dim, layers) != (100, 512, 8):
+            cfg = VOCODER_CONFIGS["vocos-mel-24k"]
+            raise CheckpointError(f"{path}: vocoder of {n_mels} mels / dim {dim} / {layers} layers; supported is "
+                                  f"{cfg['features']['n_mels']} / {cfg['backbone']['dim']} / {cfg['backbone']['num_layers']}")
+    load_state_strict(model, state, str(path))
+    from ..nn.conv import fold_weight_norm
+    return fold_weight_norm(model).to(device).eval()

@@ -1,0 +1,129 @@
+"""Named codec configs and ``build_codec``.
+
+A codec config is a dict: ``name``, ``sample_rate``, ``channels``, ``num_codebooks`` (codebooks used by
+default) and the ``encoder`` / ``quantizer`` / ``decoder`` components, each with a ``type`` and its
+constructor arguments.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Union
+
+from ..config import Registry, merge
+from ..errors import ConfigError
+from ..nn.seanet import SEANetDecoder, SEANetEncoder
+from ..nn.vocos import VocosDecoder
+from ..quantize.rvq import euclidean_rvq
+from .base import Codec
+
+ENCODERS = Registry("encoder")
+QUANTIZERS = Registry("quantizer")
+DECODERS = Registry("decoder")
+
+ENCODERS.register("seanet")(SEANetEncoder)
+QUANTIZERS.register("rvq")(euclidean_rvq)
+DECODERS.register("seanet")(SEANetDecoder)
+DECODERS.register("vocos")(VocosDecoder)
+
+CONFIGS: dict[str, dict] = {}
+
+
+def register_config(name: str, config: dict) -> dict:
+    config = dict(config, name=name)
+    CONFIGS[name] = config
+    return config
+
+
+def list_codecs() -> list[str]:
+    """Names accepted by :func:`build_codec`."""
+    return sorted(CONFIGS)
+
+
+def get_config(name: str) -> dict:
+    if name not in CONFIGS:
+        raise ConfigError(f"unknown codec {name!r}; known codecs: {', '.join(list_codecs())}")
+    return copy.deepcopy(CONFIGS[name])
+
+
+def build_codec(name_or_config: Union[str, Mapping[str, Any]], **overrides) -> Codec:
+    """Build a codec with random weights from a named config (or a config dict).
+
+    Keyword overrides are merged into the config; nested components take dicts, e.g.
+    ``build_codec("encodec-24k", quantizer={"num_quantizers": 8})``. Unknown keys raise ConfigError.
+    """
+    config = get_config(name_or_config) if isinstance(name_or_config, str) else copy.deepcopy(dict(name_or_config))
+    if overrides:
+        config = merge(config, overrides)
+    return build_from_config(config)
+
+
+def build_from_config(config: Mapping[str, Any]) -> Codec:
+    known = {"name", "sample_rate", "channels", "num_codebooks", "encoder", "quantizer", "decoder",
+             "chunk_seconds", "context_seconds", "description"}
+    unknown = set(config) - known
+    if unknown:
+        raise ConfigError(f"unknown codec config key(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    for part in ("sample_rate", "encoder", "quantizer", "decoder"):
+        if part not in config:
+            raise ConfigError(f"codec config lacks '{part}'")
+    codec = Codec(encoder=ENCODERS.build(config["encoder"], "encoder"),
+                  quantizer=QUANTIZERS.build(config["quantizer"], "quantizer"),
+                  decoder=DECODERS.build(config["decoder"], "decoder"),
+                  sample_rate=config["sample_rate"], channels=config.get("channels", 1),
+                  name=config.get("name", "codec"), config=copy.deepcopy(dict(config)),
+                  chunk_seconds=config.get("chunk_seconds", 60.0),
+                  context_seconds=config.get("context_seconds", 1.0))
+    if codec.encoder.hop_length != getattr(codec.decoder, "hop_length", codec.encoder.hop_length):
+        raise ConfigError(f"encoder hop {codec.encoder.hop_length} != decoder hop {codec.decoder.hop_length}")
+    if config.get("num_codebooks"):
+        codec.set_num_codebooks(config["num_codebooks"])
+    return codec
+
+
+# -- named configs ------------------------------------------------------------------------------
+
+def _seanet(dimension: int, ratios, causal: bool) -> dict:
+    return dict(type="seanet", channels=1, dimension=dimension, n_filters=32, n_residual_layers=1,
+                ratios=list(ratios), causal=causal, pad_mode="reflect", true_skip=False, compress=2, lstm=2,
+                norm="weight_norm")
+
+
+def _wavtokenizer(ratios, n_fft: int, hop: int) -> dict:
+    return dict(
+        description=f"WavTokenizer single-VQ codec, 24 kHz, {24000 // hop} tokens/s, 4096 codes",
+        sample_rate=24000, channels=1, num_codebooks=1,
+        encoder=_seanet(512, ratios, causal=False),
+        quantizer=dict(type="rvq", dim=512, num_quantizers=1, codebook_size=4096, kmeans_iters=200,
+                       decay=0.99, threshold_ema_dead_code=2.0),
+        decoder=dict(type="vocos",
+                     backbone=dict(input_channels=512, dim=768, intermediate_dim=2304, num_layers=12,
+                                   adanorm_num_embeddings=4, attention=True),
+                     head=dict(dim=768, n_fft=n_fft, hop_length=hop, padding="same")),
+    )
+
+
+def _encodec_quantizer() -> dict:
+    return dict(type="rvq", dim=128, num_quantizers=32, codebook_size=1024, kmeans_iters=50, decay=0.99,
+                threshold_ema_dead_code=2.0)
+
+
+register_config("wavtokenizer-75", _wavtokenizer([8, 5, 4, 2], 1280, 320))
+register_config("wavtokenizer-40", _wavtokenizer([6, 5, 5, 4], 2400, 600))
+register_config("encodec-24k", dict(
+    description="EnCodec 24 kHz: causal SEANet, RVQ of 32 x 1024 codebooks at 75 Hz (1.5-24 kbps)",
+    sample_rate=24000, channels=1, num_codebooks=8,
+    encoder=_seanet(128, [8, 5, 4, 2], causal=True),
+    quantizer=_encodec_quantizer(),
+    decoder=dict(_seanet(128, [8, 5, 4, 2], causal=True)),
+))
+register_config("vocos-encodec-24k", dict(
+    description="EnCodec 24 kHz tokens decoded by a Vocos decoder (as Bark uses it); 2, 4, 8 or 16 codebooks",
+    sample_rate=24000, channels=1, num_codebooks=8,
+    encoder=_seanet(128, [8, 5, 4, 2], causal=True),
+    quantizer=_encodec_quantizer(),
+    decoder=dict(type="vocos",
+                 backbone=dict(input_channels=128, dim=384, intermediate_dim=1152, num_layers=8,
+                               adanorm_num_embeddings=4),
+                 head=dict(dim=384, n_fft=1280, hop_length=320, padding="same"),
+                 bandwidth_codebooks=[2, 4, 8, 16], codebook_embedding=[16, 1024]),
+))

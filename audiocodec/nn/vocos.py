@@ -1,0 +1,254 @@
+"""Vocos building blocks: ConvNeXt backbone with optional adaptive LayerNorm and attention ``pos_net``
+(WavTokenizer), and the ISTFT head that turns hidden states into a waveform.
+
+Attribute names follow the official checkpoints (``embed``, ``norm``, ``convnext``,
+``final_layer_norm``, ``pos_net``, ``head.out``, ``head.istft.window``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class AdaLayerNorm(nn.Module):
+    """LayerNorm whose scale and shift are looked up by a condition id: ``[B, T, C] -> [B, T, C]``."""
+
+    def __init__(self, num_embeddings: int, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.dim, self.eps = dim, eps
+        self.scale = nn.Embedding(num_embeddings, dim)
+        self.shift = nn.Embedding(num_embeddings, dim)
+        nn.init.ones_(self.scale.weight)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, x: torch.Tensor, cond_id: torch.Tensor) -> torch.Tensor:
+        x = F.layer_norm(x, (self.dim,), eps=self.eps)
+        return x * self.scale(cond_id) + self.shift(cond_id)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv (k7) -> (Ada)LayerNorm -> Linear -> GELU -> Linear -> layer scale, residual.
+
+    ``[B, C, T] -> [B, C, T]``.
+    """
+
+    def __init__(self, dim: int, intermediate_dim: int, layer_scale_init_value: float,
+                 adanorm_num_embeddings: Optional[int] = None):
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.adanorm = adanorm_num_embeddings is not None
+        self.norm = (AdaLayerNorm(adanorm_num_embeddings, dim) if self.adanorm else nn.LayerNorm(dim, eps=1e-6))
+        self.pwconv1 = nn.Linear(dim, intermediate_dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(intermediate_dim, dim)
+        self.gamma = (nn.Parameter(layer_scale_init_value * torch.ones(dim))
+                      if layer_scale_init_value > 0 else None)
+
+    def forward(self, x: torch.Tensor, cond_id: Optional[torch.Tensor] = None) -> torch.Tensor:
+        residual = x
+        x = self.dwconv(x).transpose(1, 2)
+        x = self.norm(x, cond_id) if self.adanorm else self.norm(x)
+        x = self.pwconv2(self.act(self.pwconv1(x)))
+        if self.gamma is not None:
+            x = self.gamma * x
+        return residual + x.transpose(1, 2)
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> swish -> conv3 -> GroupNorm -> swish -> dropout -> conv3, residual. ``[B, C, T]``."""
+
+    def __init__(self, channels: int, dropout: float = 0.1):
+        super().__init__()
+        self.norm1 = _group_norm(channels)
+        self.conv1 = nn.Conv1d(channels, channels, 3, padding=1)
+        self.norm2 = _group_norm(channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv1d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return x + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over time with 1x1-conv projections, residual. ``[B, C, T]``.
+
+    Uses PyTorch's fused scaled-dot-product attention.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = _group_norm(channels)
+        self.q = nn.Conv1d(channels, channels, 1)
+        self.k = nn.Conv1d(channels, channels, 1)
+        self.v = nn.Conv1d(channels, channels, 1)
+        self.proj_out = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        q, k, v = (proj(h).transpose(1, 2) for proj in (self.q, self.k, self.v))  # [B, T, C]
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+        return x + self.proj_out(h)
+
+
+def build_pos_net(channels: int, dropout: float = 0.1) -> nn.Sequential:
+    """WavTokenizer's ``pos_net``: two ResBlocks, attention, two ResBlocks, GroupNorm."""
+    return nn.Sequential(ResBlock(channels, dropout), ResBlock(channels, dropout), AttnBlock(channels),
+                         ResBlock(channels, dropout), ResBlock(channels, dropout), _group_norm(channels))
+
+
+class VocosBackbone(nn.Module):
+    """Features ``[B, input_channels, T]`` -> hidden states ``[B, T, dim]``.
+
+    Args:
+        input_channels: feature channels (mel bins or codec latent dimension).
+        dim, intermediate_dim, num_layers: ConvNeXt sizes.
+        layer_scale_init_value: defaults to ``1 / num_layers``.
+        adanorm_num_embeddings: number of condition ids for adaptive LayerNorm (None: plain LayerNorm).
+        attention: add WavTokenizer's ``pos_net`` (ResBlocks + self-attention) after the input conv.
+    """
+
+    def __init__(self, input_channels: int, dim: int, intermediate_dim: int, num_layers: int,
+                 layer_scale_init_value: Optional[float] = None, adanorm_num_embeddings: Optional[int] = None,
+                 attention: bool = False, dropout: float = 0.1):
+        super().__init__()
+        self.input_channels, self.dim = input_channels, dim
+        self.embed = nn.Conv1d(input_channels, dim, kernel_size=7, padding=3)
+        self.adanorm = adanorm_num_embeddings is not None
+        self.norm = AdaLayerNorm(adanorm_num_embeddings, dim) if self.adanorm else nn.LayerNorm(dim, eps=1e-6)
+        scale = layer_scale_init_value or 1 / num_layers
+        self.convnext = nn.ModuleList(
+            [ConvNeXtBlock(dim, intermediate_dim, scale, adanorm_num_embeddings) for _ in range(num_layers)])
+        self.final_layer_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.apply(self._init_weights)
+        self.pos_net = build_pos_net(dim, dropout) if attention else None
+
+    @staticmethod
+    def _init_weights(m: nn.Module):
+        if isinstance(m, (nn.Conv1d, nn.Linear)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.constant_(m.bias, 0)
+
+    def forward(self, x: torch.Tensor, cond_id: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = self.embed(x)
+        if self.pos_net is not None:
+            x = self.pos_net(x)
+        if self.adanorm:
+            if cond_id is None:
+                cond_id = torch.zeros((), dtype=torch.long, device=x.device)
+            x = self.norm(x.transpose(1, 2), cond_id)
+        else:
+            x = self.norm(x.transpose(1, 2))
+        x = x.transpose(1, 2)
+        for block in self.convnext:
+            x = block(x, cond_id)
+        return self.final_layer_norm(x.transpose(1, 2))
+
+
+class ISTFT(nn.Module):
+    """Inverse STFT ``[B, n_fft // 2 + 1, T] (complex) -> [B, L]``.
+
+    ``padding="center"`` is ``torch.istft`` with ``center=True`` (``L = (T - 1) * hop``);
+    ``padding="same"`` overlap-adds the frames and trims ``(win - hop) / 2`` samples on each side, so
+    ``L = T * hop`` exactly (Vocos / WavTokenizer).
+    """
+
+    def __init__(self, n_fft: int, hop_length: int, win_length: Optional[int] = None, padding: str = "same"):
+        super().__init__()
+        if padding not in ("center", "same"):
+            raise ValueError(f"ISTFT padding must be 'center' or 'same', got {padding!r}")
+        self.n_fft, self.hop_length = n_fft, hop_length
+        self.win_length = win_length or n_fft
+        self.padding = padding
+        self.register_buffer("window", torch.hann_window(self.win_length))
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        if self.padding == "center":
+            return torch.istft(spec, self.n_fft, self.hop_length, self.win_length, self.window, center=True)
+        pad = (self.win_length - self.hop_length) // 2
+        _, _, T = spec.shape
+        frames = torch.fft.irfft(spec, self.n_fft, dim=1, norm="backward") * self.window[None, :, None]
+        out_len = (T - 1) * self.hop_length + self.win_length
+        y = F.fold(frames, output_size=(1, out_len), kernel_size=(1, self.win_length),
+                   stride=(1, self.hop_length))[:, 0, 0, pad:out_len - pad]
+        envelope = self._envelope(T, out_len, spec.device)[pad:out_len - pad]
+        return y / envelope
+
+    def _envelope(self, T: int, out_len: int, device) -> torch.Tensor:
+        w2 = self.window.float().square().to(device).expand(1, T, -1).transpose(1, 2)
+        env = F.fold(w2, output_size=(1, out_len), kernel_size=(1, self.win_length),
+                     stride=(1, self.hop_length)).squeeze()
+        return env.clamp_min(1e-11)
+
+
+class ISTFTHead(nn.Module):
+    """Hidden states ``[B, T, dim]`` -> waveform ``[B, 1, L]`` through predicted log-magnitude and phase."""
+
+    def __init__(self, dim: int, n_fft: int, hop_length: int, padding: str = "same"):
+        super().__init__()
+        self.out = nn.Linear(dim, n_fft + 2)
+        self.istft = ISTFT(n_fft, hop_length, n_fft, padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.out(x).transpose(1, 2).float()  # the spectrum is built in fp32
+        mag, phase = x.chunk(2, dim=1)
+        mag = torch.exp(mag).clip(max=1e2)
+        spec = torch.polar(mag, phase)
+        with torch.autocast(x.device.type, enabled=False):
+            return self.istft(spec).unsqueeze(1)
+
+
+class VocosDecoder(nn.Module):
+    """Vocos-style decoder: features ``[B, input_channels, T]`` -> waveform ``[B, 1, T * hop_length]``.
+
+    Args:
+        backbone: a :class:`VocosBackbone` config (dict) or module.
+        head: an :class:`ISTFTHead` config (dict) or module.
+        bandwidth_codebooks: for an AdaLN backbone conditioned on bitrate (Vocos on EnCodec tokens),
+            the number of codebooks of each condition id, e.g. ``[2, 4, 8, 16]``; ``None`` uses id 0.
+        codebook_embedding: ``(num_codebooks, cardinality)``: the decoder reads codes itself through
+            its own summed code embeddings (``codebook_weights``, Vocos' EncodecFeatures), rather than
+            the quantizer's latents.
+    """
+
+    def __init__(self, backbone: dict, head: dict, bandwidth_codebooks: Optional[list] = None,
+                 codebook_embedding: Optional[tuple] = None):
+        super().__init__()
+        self.backbone = backbone if isinstance(backbone, nn.Module) else VocosBackbone(**backbone)
+        self.head = head if isinstance(head, nn.Module) else ISTFTHead(**head)
+        self.hop_length = self.head.istft.hop_length
+        self.bandwidth_codebooks = list(bandwidth_codebooks) if bandwidth_codebooks else None
+        self.codebook_weights = None
+        self.reads_codes = codebook_embedding is not None
+        if codebook_embedding is not None:
+            n_q, card = codebook_embedding
+            self.cardinality = int(card)
+            self.codebook_weights = nn.Parameter(torch.randn(n_q * card, self.backbone.input_channels))
+
+    def condition_id(self, num_codebooks: Optional[int], device) -> Optional[torch.Tensor]:
+        if not self.backbone.adanorm:
+            return None
+        cid = 0
+        if self.bandwidth_codebooks is not None and num_codebooks is not None:
+            if num_codebooks not in self.bandwidth_codebooks:
+                raise ValueError(f"this decoder was trained for {self.bandwidth_codebooks} codebooks, "
+                                 f"not {num_codebooks}: use set_num_codebooks with one of those")
+            cid = self.bandwidth_codebooks.index(num_codebooks)
+        return torch.tensor(cid, dtype=torch.long, device=device)
+
+    def forward(self, features: torch.Tensor, num_codebooks: Optional[int] = None) -> torch.Tensor:
+        cond = self.condition_id(num_codebooks, features.device)
+        return self.head(self.backbone(features, cond))
+
+    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes [B, K, T] -> [B, input_channels, T]`` (only with ``codebook_embedding``)."""
+        offsets = torch.arange(codes.shape[1], device=codes.device) * self.cardinality
+        return F.embedding(codes + offsets[None, :, None], self.codebook_weights).sum(dim=1).transpose(1, 2)

@@ -1,0 +1,6 @@
+"""Quantizers: EMA Euclidean VQ, residual VQ with quantizer dropout, DAC-style factorized codes."""
+from .rvq import ResidualVQ, euclidean_rvq
+from .vq import EuclideanCodebook, QuantizerOutput, VectorQuantizer, kmeans, nearest_code
+
+__all__ = ["ResidualVQ", "euclidean_rvq", "EuclideanCodebook", "QuantizerOutput", "VectorQuantizer",
+           "kmeans", "nearest_code"]

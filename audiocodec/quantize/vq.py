@@ -1,0 +1,187 @@
+"""Vector quantisation with an EMA-updated Euclidean codebook (EnCodec / WavTokenizer / SpeechTokenizer).
+
+Nearest-code search always runs in fp32, also under bf16 autocast, so codes do not flip.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+class QuantizerOutput(NamedTuple):
+    """What a quantizer returns in training.
+
+    quantized: ``[B, D, T]`` (straight-through estimator applied).
+    codes: ``[B, K, T]`` long.
+    losses: named scalar losses (``commitment``, and ``codebook`` for learned codebooks).
+    """
+    quantized: torch.Tensor
+    codes: torch.Tensor
+    losses: dict
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def kmeans(samples: torch.Tensor, num_clusters: int, num_iters: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain k-means on ``samples [N, D]``: returns ``(centroids [num_clusters, D], counts [num_clusters])``.
+
+    Starts from random samples (with replacement when N < num_clusters); empty clusters keep their centroid.
+    """
+    n = samples.shape[0]
+    idx = torch.randperm(n, device=samples.device)[:num_clusters] if n >= num_clusters else \
+        torch.randint(0, n, (num_clusters,), device=samples.device)
+    means = samples[idx].clone()
+    counts = torch.zeros(num_clusters, device=samples.device)
+    for _ in range(num_iters):
+        assign = torch.cdist(samples, means).argmin(dim=-1)
+        counts = torch.bincount(assign, minlength=num_clusters).float()
+        sums = torch.zeros_like(means).index_add_(0, assign, samples)
+        nonempty = counts > 0
+        means[nonempty] = sums[nonempty] / counts[nonempty, None]
+    return means, counts
+
+
+def nearest_code(x: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest row of ``embed [N, D]`` for each row of ``x [M, D]`` (Euclidean, fp32)."""
+    with torch.autocast(x.device.type, enabled=False):
+        x, embed = x.float(), embed.float()
+        dist_ = x.pow(2).sum(1, keepdim=True) - 2 * x @ embed.t() + embed.pow(2).sum(1)[None]
+        return dist_.argmin(dim=-1)
+
+
+class EuclideanCodebook(nn.Module):
+    """An EMA codebook of ``codebook_size`` vectors of ``dim``.
+
+    Buffers (checkpoint names): ``inited [1]``, ``cluster_size [N]``, ``embed [N, D]``, ``embed_avg [N, D]``.
+
+    Training updates, in this order, from the assignments that produced this batch's output:
+    k-means initialisation on the first batch (``kmeans_init``), EMA of counts and sums (``decay``),
+    then dead-code restart: a code whose EMA count fell below ``threshold_ema_dead_code`` is replaced
+    by a random batch vector, *and its EMA statistics are reset to that vector* so the next EMA step
+    does not undo the restart (the stale-count bug of the EnCodec implementation, where the EMA
+    average overwrote every restarted code on the next step).
+    """
+
+    def __init__(self, dim: int, codebook_size: int, decay: float = 0.99, epsilon: float = 1e-5,
+                 kmeans_init: bool = True, kmeans_iters: int = 10, threshold_ema_dead_code: float = 2.0):
+        super().__init__()
+        self.dim, self.codebook_size = dim, codebook_size
+        self.decay, self.epsilon = decay, epsilon
+        self.kmeans_iters = kmeans_iters
+        self.threshold_ema_dead_code = threshold_ema_dead_code
+        embed = torch.zeros(codebook_size, dim) if kmeans_init else nn.init.kaiming_uniform_(
+            torch.empty(codebook_size, dim))
+        self.register_buffer("inited", torch.tensor([not kmeans_init], dtype=torch.float))
+        self.register_buffer("cluster_size", torch.zeros(codebook_size))
+        self.register_buffer("embed", embed)
+        self.register_buffer("embed_avg", embed.clone())
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [..., D] -> codes [...]``."""
+        shape = x.shape[:-1]
+        return nearest_code(x.reshape(-1, self.dim), self.embed).view(shape)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes [...] -> vectors [..., D]``."""
+        return F.embedding(codes, self.embed)
+
+    @torch.no_grad()
+    def _init_embed(self, flat: torch.Tensor):
+        means, counts = kmeans(flat, self.codebook_size, self.kmeans_iters)
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast(means, 0)
+            dist.broadcast(counts, 0)
+        self.embed.copy_(means)
+        self.embed_avg.copy_(means * counts[:, None])
+        self.cluster_size.copy_(counts)
+        self.inited.fill_(1.0)
+
+    @torch.no_grad()
+    def update(self, flat: torch.Tensor, codes: torch.Tensor):
+        """EMA update and dead-code restart from ``flat [N, D]`` and its ``codes [N]`` (training only)."""
+        flat = flat.float()
+        onehot_sum = torch.bincount(codes, minlength=self.codebook_size).float()
+        embed_sum = torch.zeros_like(self.embed).index_add_(0, codes, flat)
+        _all_reduce_sum(onehot_sum)
+        _all_reduce_sum(embed_sum)
+        self.cluster_size.mul_(self.decay).add_(onehot_sum, alpha=1 - self.decay)
+        self.embed_avg.mul_(self.decay).add_(embed_sum, alpha=1 - self.decay)
+        n = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.epsilon) / (n + self.codebook_size * self.epsilon) * n
+        self.embed.copy_(self.embed_avg / smoothed[:, None])
+        self._restart_dead_codes(flat)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, flat: torch.Tensor):
+        if self.threshold_ema_dead_code <= 0:
+            return
+        dead = self.cluster_size < self.threshold_ema_dead_code
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return
+        picks = torch.randint(0, flat.shape[0], (n_dead,), device=flat.device)
+        new = flat[picks]
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast(new, 0)
+        # Restart with a count at the threshold so the code is not immediately dead again, and an EMA sum
+        # consistent with the new vector so the next EMA step keeps it.
+        self.embed[dead] = new
+        self.cluster_size[dead] = self.threshold_ema_dead_code
+        self.embed_avg[dead] = new * self.threshold_ema_dead_code
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [..., D] -> (codes [...], vectors [..., D])``.
+
+        In training mode also initialises and then updates the codebook; the vectors returned are
+        those of the codebook before this batch's update.
+        """
+        flat = x.reshape(-1, self.dim).detach().float()
+        if self.training and not bool(self.inited.item()):
+            self._init_embed(flat)
+        codes = nearest_code(flat, self.embed)
+        quantized = F.embedding(codes, self.embed).view(*x.shape[:-1], self.dim)
+        if self.training:
+            self.update(flat, codes)
+        return codes.view(x.shape[:-1]), quantized
+
+
+class VectorQuantizer(nn.Module):
+    """One EMA-codebook VQ layer on ``[B, D, T]`` with optional in/out projections to ``codebook_dim``."""
+
+    def __init__(self, dim: int, codebook_size: int, codebook_dim: int | None = None, decay: float = 0.99,
+                 epsilon: float = 1e-5, kmeans_init: bool = True, kmeans_iters: int = 10,
+                 threshold_ema_dead_code: float = 2.0, commitment_weight: float = 1.0):
+        super().__init__()
+        codebook_dim = codebook_dim or dim
+        self.project_in = nn.Linear(dim, codebook_dim) if codebook_dim != dim else nn.Identity()
+        self.project_out = nn.Linear(codebook_dim, dim) if codebook_dim != dim else nn.Identity()
+        self.codebook = EuclideanCodebook(codebook_dim, codebook_size, decay, epsilon, kmeans_init,
+                                          kmeans_iters, threshold_ema_dead_code)
+        self.codebook_size = codebook_size
+        self.commitment_weight = commitment_weight
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, D, T] -> codes [B, T]``."""
+        return self.codebook.encode(self.project_in(x.transpose(1, 2)))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes [B, T] -> [B, D, T]``."""
+        return self.project_out(self.codebook.decode(codes)).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor):
+        """``[B, D, T] -> (quantized [B, D, T] with straight-through gradient, codes [B, T], losses)``."""
+        h = self.project_in(x.transpose(1, 2))
+        codes, q = self.codebook(h)
+        losses = {}
+        if self.training:
+            losses["commitment"] = F.mse_loss(h.float(), q.detach().float()) * self.commitment_weight
+            q = h + (q - h).detach()
+        return self.project_out(q).transpose(1, 2), codes, losses

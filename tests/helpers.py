@@ -1,0 +1,42 @@
+"""Shared test helpers: synthetic audio and codebook seeding for parity tests."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def synth_audio(seconds: float = 1.0, sample_rate: int = 24000, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    """Varied synthetic audio ``[B, 1, L]``: chirps, harmonics with vibrato, noise bursts, silences."""
+    g = torch.Generator().manual_seed(seed)
+    n = int(seconds * sample_rate)
+    t = torch.arange(n) / sample_rate
+    out = []
+    for _ in range(batch):
+        f0 = 100 + 300 * torch.rand(1, generator=g).item()
+        vib = 1 + 0.05 * torch.sin(2 * math.pi * 5 * t)
+        phase = 2 * math.pi * torch.cumsum(f0 * vib * (1 + t), 0) / sample_rate
+        x = sum(torch.sin(k * phase) / k for k in range(1, 6))
+        chirp = torch.sin(2 * math.pi * (200 + 2000 * t / seconds) * t)
+        env = (torch.sin(2 * math.pi * 3 * t + torch.rand(1, generator=g).item() * 6) > -0.3).float()
+        noise = torch.randn(n, generator=g) * (torch.sin(2 * math.pi * 1.3 * t) > 0.6).float()
+        y = 0.3 * x * env + 0.2 * chirp * (1 - env) + 0.05 * noise
+        out.append(y / y.abs().max() * 0.8)
+    return torch.stack(out)[:, None].float()
+
+
+@torch.no_grad()
+def seed_euclidean_rvq(encoder, layers, wav: torch.Tensor, seed: int = 0):
+    """Fill each EMA codebook (EnCodec layout: ``layer._codebook`` or ours: ``layer.codebook``) with
+    residual encoder frames it will see, so codes vary instead of collapsing onto one entry."""
+    g = torch.Generator().manual_seed(seed)
+    residual = encoder(wav).transpose(1, 2).reshape(-1, encoder(wav).shape[1])
+    for layer in layers:
+        book = getattr(layer, "_codebook", None) or layer.codebook
+        n = book.embed.shape[0]
+        idx = torch.randint(0, residual.shape[0], (n,), generator=g)
+        book.embed.copy_(residual[idx] + 1e-3 * torch.randn(n, residual.shape[1], generator=g))
+        book.embed_avg.copy_(book.embed)
+        book.inited.fill_(1)
+        codes = torch.cdist(residual, book.embed).argmin(-1)
+        residual = residual - book.embed[codes]
