@@ -7,6 +7,7 @@ under autocast, and validation of codes.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from typing import NamedTuple, Optional, Sequence, Union
@@ -18,6 +19,8 @@ from torch import nn
 from .. import audio as audio_utils
 from ..errors import AudioError, CodesError
 from ..nn.conv import fold_weight_norm
+from ..nn import streaming as nn_streaming
+from ..nn.streaming import StreamingError
 from .codes import Codes, validate_tokens
 
 
@@ -100,6 +103,14 @@ class Codec(nn.Module):
         fold_weight_norm(self)
         return self.eval()
 
+    def compile(self, mode: Optional[str] = None, dynamic: Optional[bool] = None) -> "Codec":
+        """``torch.compile`` the encoder and decoder in place (fuses the elementwise work around the
+        convolutions; ``mode="reduce-overhead"`` adds CUDA graphs for small batches of fixed shape).
+        Returns ``self``; encode / decode keep their interface."""
+        self.encoder.forward = torch.compile(self.encoder.forward, mode=mode, dynamic=dynamic)
+        self.decoder.forward = torch.compile(self.decoder.forward, mode=mode, dynamic=dynamic)
+        return self
+
     def fingerprint(self) -> str:
         """Short hash of the codebooks: codes from another trained model are told apart."""
         tensors = [b for n, b in self.quantizer.named_buffers() if n.endswith("embed")] or \
@@ -143,8 +154,10 @@ class Codec(nn.Module):
             x = audio_utils.resample(x, sr, self.sample_rate)
         lengths_c = torch.ceil(in_lengths.double() * self.sample_rate / sr).long().clamp(max=x.shape[-1])
         # zero the padding of shorter items so it does not depend on what the caller left there
-        mask = torch.arange(x.shape[-1], device=x.device)[None, None] < lengths_c.to(x.device)[:, None, None]
-        x = (x * mask).to(self.device)
+        x = x.to(self.device)
+        if bool((lengths_c < x.shape[-1]).any()):
+            mask = torch.arange(x.shape[-1], device=x.device)[None, None] < lengths_c.to(x.device)[:, None, None]
+            x = x * mask
         tokens = self._chunked(self._encode_window, x, frames_in=self.hop_length, frames_out=1,
                                total_frames=math.ceil(x.shape[-1] / self.hop_length))
         frame_lengths = torch.ceil(lengths_c.double() / self.hop_length).long()
@@ -170,6 +183,8 @@ class Codec(nn.Module):
             return audio
         length = int(out_lengths.max()) if len(out_lengths) else 0
         audio = audio[..., :length]
+        if bool((out_lengths == length).all()):
+            return audio
         mask = torch.arange(length, device=audio.device)[None, None] < out_lengths.to(audio.device)[:, None, None]
         return audio * mask
 
@@ -257,3 +272,175 @@ class Codec(nn.Module):
             y = fn(x[..., w0 * frames_in: w1 * frames_in])
             outputs.append(y[..., (start - w0) * frames_out: (stop - w0) * frames_out])
         return torch.cat(outputs, dim=-1)
+
+    # -- streaming (causal codecs) -----------------------------------------------------------------
+    # Chunk in, chunk out, equal to offline encode / decode of the whole signal (up to float rounding).
+    # The per-stream state lives in the encoder's and decoder's modules (audiocodec.nn.streaming).
+    _stream: Optional[dict] = None
+
+    def streaming_unsupported_reason(self) -> Optional[str]:
+        """Why this codec cannot stream (``None`` when it can)."""
+        for part in ("encoder", "decoder"):
+            reason = nn_streaming.streaming_unsupported_reason(getattr(self, part), part)
+            if reason:
+                return reason
+        return None
+
+    @property
+    def can_stream(self) -> bool:
+        """Whether :meth:`streaming` works: causal encoder and decoder."""
+        return self.streaming_unsupported_reason() is None
+
+    @property
+    def is_streaming(self) -> bool:
+        return self._stream is not None
+
+    @contextlib.contextmanager
+    def streaming(self, batch_size: Optional[int] = None):
+        """Context for streaming with :meth:`encode_chunk` and :meth:`decode_chunk`.
+
+        Only causal codecs stream (e.g. ``encodec-24k``); others raise :class:`StreamingError` (code
+        long inputs with :meth:`encode` / :meth:`decode`, which work on bounded-memory chunks).
+        One encoder stream and one decoder stream run side by side, each of ``batch_size`` items
+        (default: the batch of the first chunk). ``last=True`` ends a stream and a new one starts
+        with the next chunk; :meth:`reset_streaming` drops both streams.
+
+        >>> with codec.streaming(batch_size=1):
+        ...     for chunk in mic:                                  # [B, C, n] at codec.sample_rate
+        ...         play(codec.decode_chunk(codec.encode_chunk(chunk)))
+        ...     play(codec.decode_chunk(codec.encode_chunk(None, last=True), last=True))
+        """
+        reason = self.streaming_unsupported_reason()
+        if reason:
+            raise StreamingError(f"'{self.name}' cannot stream ({reason}). Streaming needs a causal "
+                                 "codec (e.g. encodec-24k); use encode() / decode(), which code long "
+                                 "inputs in overlapping chunks with bounded memory")
+        if self.is_streaming:
+            raise StreamingError(f"'{self.name}' is already streaming; nested streaming() is not supported")
+        if batch_size is not None and batch_size < 1:
+            raise StreamingError(f"batch_size must be >= 1, got {batch_size}")
+        nn_streaming.start_streaming(self.encoder)
+        try:
+            nn_streaming.start_streaming(self.decoder)
+        except BaseException:
+            nn_streaming.stop_streaming(self.encoder)
+            raise
+        self._stream = dict(batch_size=batch_size, encoder=None, decoder=None)
+        try:
+            yield self
+        finally:
+            self._stream = None
+            nn_streaming.stop_streaming(self.encoder)
+            nn_streaming.stop_streaming(self.decoder)
+
+    def reset_streaming(self) -> None:
+        """Drop the state of both streams: the next chunks start new ones."""
+        self._require_stream()
+        nn_streaming.reset_streaming(self.encoder)
+        nn_streaming.reset_streaming(self.decoder)
+        self._stream.update(encoder=None, decoder=None)
+
+    @torch.no_grad()
+    def encode_chunk(self, wav: Optional[Union[torch.Tensor, np.ndarray]], last: bool = False) -> torch.Tensor:
+        """Encode the next chunk of a stream; returns the codes of the frames it completes.
+
+        Args:
+            wav: ``[B, C, n]`` (or ``[C, n]``, or ``[n]`` for a single mono stream) at the codec's sample
+                rate, any ``n >= 0``; ``None`` is an empty chunk. Channels are mixed like ``encode``.
+            last: end the stream: the remaining frames are returned, including a last partial frame
+                (padded as ``encode`` pads it), and the next chunk starts a new stream.
+
+        Returns:
+            ``LongTensor [B, K, t]``. Concatenated over a stream they equal ``encode`` of the whole
+            signal: ``ceil(L / hop_length)`` frames. A frame is returned once its hop of samples has
+            arrived, except at the start: reflect padding of the first samples (as offline) delays the
+            first frames until about ``kernel_size`` frames of audio have arrived.
+        """
+        self._require_stream()
+        if wav is None:
+            x = torch.zeros(self._stream_batch("encoder", None), self.channels, 0, device=self.device)
+        else:
+            x = self._stream_tensor(wav, "audio")
+            self._stream_batch("encoder", x)
+            x = audio_utils.check_finite(audio_utils.convert_channels(x.float(), self.channels)).to(self.device)
+        latents = nn_streaming.stream_step(self.encoder, x, final=last)
+        if last:
+            self._stream["encoder"] = None
+        if latents.shape[-1] == 0:
+            return torch.zeros(x.shape[0], self.num_codebooks, 0, dtype=torch.long, device=self.device)
+        return self.quantizer.encode(latents)
+
+    @torch.no_grad()
+    def decode_chunk(self, codes: Optional[Union[torch.Tensor, Codes]], last: bool = False) -> torch.Tensor:
+        """Decode the next chunk of codes ``[B, K, t]`` (or ``[K, t]``, or :class:`Codes` whose tokens are
+        used as they are; ``None``: no codes) of a stream.
+
+        Returns audio ``[B, channels, n]``. Concatenated over a stream it equals ``decode`` of all the
+        codes: ``T * hop_length`` samples. Each chunk of ``t`` frames gives ``t * hop_length`` samples,
+        except at the start: the decoder's first conv pads the first frames by reflection (as offline),
+        so no audio comes out until it has ``kernel_size`` (7 for SEANet) frames, then all of it does.
+        ``last=True`` ends the stream (returning what is held back) and the next chunk starts a new one.
+        """
+        self._require_stream()
+        latents = None
+        if codes is None:
+            batch = self._stream_batch("decoder", None)
+        else:
+            tokens = self._stream_tensor(codes.tokens if isinstance(codes, Codes) else codes, "codes")
+            batch = self._stream_batch("decoder", tokens)
+            if tokens.shape[-1]:
+                validate_tokens(tokens, self.cardinality)
+            if not 1 <= tokens.shape[1] <= self.max_codebooks:
+                raise CodesError(f"codes have {tokens.shape[1]} codebooks; this codec has 1..{self.max_codebooks}")
+            tokens = tokens.long().to(self.device)
+            latents = self._embed(tokens) if tokens.shape[-1] else None
+        if latents is None:
+            latents = torch.zeros(batch, int(self.decoder.dimension), 0, device=self.device)
+        audio = nn_streaming.stream_step(self.decoder, latents, final=last)
+        if last:
+            self._stream["decoder"] = None
+        return audio
+
+    def _require_stream(self) -> None:
+        if self._stream is None:
+            raise StreamingError("not streaming: call encode_chunk / decode_chunk inside "
+                                 "`with codec.streaming():` (or use encode / decode for whole signals)")
+
+    def _stream_batch(self, part: str, x: Optional[torch.Tensor]) -> int:
+        """Check the batch size of chunk ``x [B, ., n]`` against its stream's; return it."""
+        st = self._stream
+        if x is None:
+            b = st[part] or st["batch_size"]
+            if b is None:
+                raise StreamingError(f"the {part} stream has seen no chunk yet and streaming() got no "
+                                     "batch_size, so an empty last chunk has no batch size")
+            return b
+        b = int(x.shape[0])
+        expected = st[part] or st["batch_size"]
+        if expected is not None and b != expected:
+            raise StreamingError(f"this {part} stream has a batch of {expected}, got a chunk of {b}; "
+                                 "use reset_streaming() (or a new streaming() context) for another batch")
+        st[part] = b
+        return b
+
+    @staticmethod
+    def _stream_tensor(x, what: str) -> torch.Tensor:
+        """A chunk of ``"audio"`` (``[n]``, ``[C, n]``, ``[B, C, n]``) or ``"codes"`` (``[K, t]``, ``[B, K, t]``)
+        as a 3-d tensor."""
+        audio = what == "audio"
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        error = AudioError if audio else CodesError
+        if not isinstance(x, torch.Tensor):
+            raise error(f"expected a {what} chunk as a tensor, got {type(x).__name__}")
+        if audio and not x.dtype.is_floating_point:
+            raise AudioError(f"expected floating-point audio samples, got {x.dtype}; "
+                             "convert integer PCM to float in [-1, 1] first")
+        if x.dim() == 1 and audio:
+            x = x[None, None]
+        elif x.dim() == 2:
+            x = x[None]
+        elif x.dim() != 3:
+            shapes = "[n], [C, n] or [B, C, n]" if audio else "[K, t] or [B, K, t]"
+            raise error(f"expected a {what} chunk shaped {shapes}, got {tuple(x.shape)}")
+        return x

@@ -101,6 +101,10 @@ class Codes:
         missing = {"tokens", "lengths", "input_lengths", "header"} - set(arrays)
         if missing:
             raise CodesError(f"codes file {path} lacks {sorted(missing)}: not written by audiocodec?")
+        not_arrays = sorted(k for k, v in arrays.items() if not isinstance(v, np.ndarray))
+        if not_arrays:  # np.load returns the raw bytes of a member that is not a .npy array
+            raise CodesError(f"cannot read codes file {path}: {', '.join(not_arrays)} is not a numpy array "
+                             "(corrupt file?)")
         try:
             header = json.loads(arrays["header"].tobytes().decode())
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -145,7 +149,7 @@ def validate_tokens(tokens, cardinality: int) -> torch.Tensor:
     if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
         raise CodesError(f"tokens must be integers, got {tokens.dtype}")
     if tokens.numel():
-        lo, hi = int(tokens.min()), int(tokens.max())
+        lo, hi = (int(v) for v in torch.aminmax(tokens))  # one device sync for both bounds
         if lo < 0 or hi >= cardinality:
             raise CodesError(f"tokens out of range: found values in [{lo}, {hi}] but the codebook "
                              f"has {cardinality} entries (valid 0..{cardinality - 1})")

@@ -51,6 +51,17 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
         raise CheckpointError(f"cannot read safetensors file {path}: {e}") from e
 
 
+def _read_state(path: Path) -> tuple[dict, dict]:
+    """``official.read_state``, with any failure of the unpickler on a corrupt file as a CheckpointError."""
+    try:
+        return official.read_state(path)
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch's weights-only unpickler raises IndexError, KeyError, ... on junk
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}. "
+                              "Is it a complete PyTorch checkpoint?") from e
+
+
 def _resolve(source) -> Path:
     path = Path(source)
     if path.is_dir():
@@ -100,9 +111,9 @@ def _load_path(path: Path, config) -> Codec:
         codec = build_from_config(cfg)
         load_state_strict(codec, state, str(path))
         return codec
-    state, whole = official.read_state(path)
+    state, whole = _read_state(path)
     if official.is_wavtokenizer_state(state):
-        return official.load_wavtokenizer_state(state, str(config) if config else None, str(path))
+        return official.load_wavtokenizer_state(state, config, str(path))
     if official.is_vocos_state(state):
         return official.load_vocos_encodec_state(state, str(path))
     if official.is_encodec_state(state):
@@ -137,7 +148,7 @@ def load_vocoder(source: Union[str, os.PathLike], device="cpu") -> MelVocoder:
         name = cfg.pop("name", "vocoder")
         model = MelVocoder(**cfg, name=name, config=dict(cfg, name=name))
     else:
-        state, _ = official.read_state(path)
+        state, _ = _read_state(path)
         if "feature_extractor.mel_spec.mel_scale.fb" not in state:
             raise CheckpointError(f"{path} is not a Vocos mel vocoder state dict")
         n_mels = state["feature_extractor.mel_spec.mel_scale.fb"].shape[1]

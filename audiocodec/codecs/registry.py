@@ -11,8 +11,10 @@ from typing import Any, Mapping, Union
 
 from ..config import Registry, merge
 from ..errors import ConfigError
+from ..nn.dac import DACDecoder, DACEncoder
 from ..nn.seanet import SEANetDecoder, SEANetEncoder
 from ..nn.vocos import VocosDecoder
+from ..quantize.factorized import factorized_rvq
 from ..quantize.rvq import euclidean_rvq
 from .base import Codec
 
@@ -24,6 +26,9 @@ ENCODERS.register("seanet")(SEANetEncoder)
 QUANTIZERS.register("rvq")(euclidean_rvq)
 DECODERS.register("seanet")(SEANetDecoder)
 DECODERS.register("vocos")(VocosDecoder)
+ENCODERS.register("dac")(DACEncoder)
+QUANTIZERS.register("factorized_rvq")(factorized_rvq)
+DECODERS.register("dac")(DACDecoder)
 
 CONFIGS: dict[str, dict] = {}
 
@@ -127,3 +132,25 @@ register_config("vocos-encodec-24k", dict(
                  head=dict(dim=384, n_fft=1280, hop_length=320, padding="same"),
                  bandwidth_codebooks=[2, 4, 8, 16], codebook_embedding=[16, 1024]),
 ))
+
+
+def _dac(sample_rate: int, encoder_rates, decoder_rates, n_codebooks: int, quantizer_dropout: float,
+         encoder_dim: int = 64, latent_dim: int | None = None, decoder_dim: int = 1536,
+         codebook_size: int = 1024, codebook_dim=8, description: str = "") -> dict:
+    """A codec config from the arguments of the official ``dac.DAC`` constructor."""
+    latent_dim = int(latent_dim or encoder_dim * 2 ** len(encoder_rates))
+    return dict(
+        description=description, sample_rate=int(sample_rate), channels=1, num_codebooks=int(n_codebooks),
+        encoder=dict(type="dac", dim=int(encoder_dim), rates=[int(r) for r in encoder_rates], latent_dim=latent_dim),
+        quantizer=dict(type="factorized_rvq", dim=latent_dim, num_quantizers=int(n_codebooks),
+                       codebook_size=int(codebook_size),
+                       codebook_dim=codebook_dim if isinstance(codebook_dim, int) else list(codebook_dim),
+                       quantizer_dropout=float(quantizer_dropout)),
+        decoder=dict(type="dac", input_dim=latent_dim, dim=int(decoder_dim), rates=[int(r) for r in decoder_rates]),
+    )
+
+
+register_config("dac-24k", _dac(
+    24000, [2, 4, 5, 8], [8, 5, 4, 2], n_codebooks=32, quantizer_dropout=0.5,
+    description="DAC 24 kHz: Snake conv codec, 32 factorized (8-d, cosine) codebooks of 1024 at 75 Hz "
+                "(0.75-24 kbps)"))

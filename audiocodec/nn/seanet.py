@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .conv import build_conv1d, build_conv_transpose1d
+from .streaming import StreamingModule, empty_like_time, stream_step
 
 
 def make_activation(name: str = "ELU", **params) -> nn.Module:
@@ -21,12 +22,14 @@ def make_activation(name: str = "ELU", **params) -> nn.Module:
     return getattr(nn, name)(**params)
 
 
-class SLSTM(nn.Module):
+class SLSTM(nn.Module, StreamingModule):
     """LSTM over time on ``[B, C, T]`` with an optional skip connection.
 
     ``bidirectional=True`` halves the hidden size per direction so the output keeps ``C`` channels
-    (SpeechTokenizer's BiLSTM).
+    (SpeechTokenizer's BiLSTM). A unidirectional one streams, carrying ``(h, c)`` across chunks.
     """
+
+    _streaming_leaf = True
 
     def __init__(self, dimension: int, num_layers: int = 2, skip: bool = True, bidirectional: bool = False):
         super().__init__()
@@ -35,14 +38,35 @@ class SLSTM(nn.Module):
         self.lstm = nn.LSTM(dimension, hidden, num_layers, bidirectional=bidirectional)
 
     def forward(self, x: torch.Tensor, state=None):
+        if self._streaming_state is not None:
+            return self._streaming_step(x, final=False)
         x = x.permute(2, 0, 1)  # [T, B, C]
         y, _ = self.lstm(x, state)
         if self.skip:
             y = y + x
         return y.permute(1, 2, 0)
 
+    def streaming_unsupported(self):
+        return "a bidirectional LSTM reads the future" if self.lstm.bidirectional else None
 
-class SEANetResnetBlock(nn.Module):
+    def _init_streaming_state(self) -> dict:
+        return dict(hc=None)
+
+    def _streaming_step(self, x: torch.Tensor, final: bool) -> torch.Tensor:
+        st = self._streaming_state
+        if x.shape[-1] == 0:
+            y = empty_like_time(x, self.lstm.hidden_size)
+        else:
+            t = x.permute(2, 0, 1)
+            y, hc = self.lstm(t, st["hc"])
+            st["hc"] = hc
+            y = (y + t if self.skip else y).permute(1, 2, 0)
+        if final:
+            self._streaming_state = self._init_streaming_state()
+        return y
+
+
+class SEANetResnetBlock(nn.Module, StreamingModule):
     """Residual unit: act -> conv(k, dilation) -> act -> conv(1), plus a 1x1-conv or identity shortcut."""
 
     def __init__(self, dim: int, kernel_sizes: Sequence[int] = (3, 1), dilations: Sequence[int] = (1, 1),
@@ -62,14 +86,36 @@ class SEANetResnetBlock(nn.Module):
                          build_conv1d(dim, dim, 1, norm=norm, causal=causal, pad_mode=pad_mode))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._streaming_state is not None:
+            return self._streaming_step(x, final=False)
         return self.shortcut(x) + self.block(x)
 
+    def _init_streaming_state(self) -> dict:
+        return dict(skip=None)  # shortcut output the (delayed) block has not caught up with yet
 
-class SEANetEncoder(nn.Module):
+    def _streaming_step(self, x: torch.Tensor, final: bool) -> torch.Tensor:
+        st = self._streaming_state
+        skip = stream_step(self.shortcut, x, final)
+        y = stream_step(self.block, x, final)
+        if st["skip"] is not None:
+            skip = torch.cat([st["skip"], skip], dim=-1)
+        n = y.shape[-1]
+        out = skip[..., :n] + y
+        if final:
+            self._streaming_state = self._init_streaming_state()
+        else:
+            st["skip"] = skip[..., n:]
+        return out
+
+
+class SEANetEncoder(nn.Module, StreamingModule):
     """Waveform ``[B, channels, L]`` -> latents ``[B, dimension, ceil(L / hop_length)]``.
 
     ``ratios`` are given decoder-first, as in EnCodec (``[8, 5, 4, 2]``); the encoder downsamples by
     them in reverse order. ``hop_length = prod(ratios)``.
+
+    A causal encoder streams (:mod:`audiocodec.nn.streaming`): chunks of any length in, the frames
+    they complete out.
     """
 
     def __init__(self, channels: int = 1, dimension: int = 128, n_filters: int = 32,
@@ -102,9 +148,17 @@ class SEANetEncoder(nn.Module):
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.model(wav)
 
+    def _streaming_step(self, x: torch.Tensor, final: bool) -> torch.Tensor:
+        return stream_step(self.model, x, final)
 
-class SEANetDecoder(nn.Module):
-    """Latents ``[B, dimension, T]`` -> waveform ``[B, channels, T * hop_length]``."""
+
+class SEANetDecoder(nn.Module, StreamingModule):
+    """Latents ``[B, dimension, T]`` -> waveform ``[B, channels, T * hop_length]``.
+
+    A causal decoder streams: ``T`` frames in, ``T * hop_length`` samples out, except at the start
+    of a stream, where the first conv's reflect padding holds output back until it has
+    ``kernel_size`` frames.
+    """
 
     def __init__(self, channels: int = 1, dimension: int = 128, n_filters: int = 32,
                  n_residual_layers: int = 1, ratios: Sequence[int] = (8, 5, 4, 2), activation: str = "ELU",
@@ -139,3 +193,6 @@ class SEANetDecoder(nn.Module):
 
     def forward(self, latents: torch.Tensor, **_) -> torch.Tensor:
         return self.model(latents)
+
+    def _streaming_step(self, x: torch.Tensor, final: bool) -> torch.Tensor:
+        return stream_step(self.model, x, final)

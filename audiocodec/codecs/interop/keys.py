@@ -13,15 +13,17 @@ _WN_ORIG = ".parametrizations.weight.original"
 
 
 def rename_keys(state: Mapping[str, torch.Tensor], rules: Iterable[tuple[str, str | None]]) -> dict:
-    """Apply regex ``(pattern, replacement)`` rules to each key, first match wins; ``None`` drops the key.
-    Keys no rule matches are kept unchanged."""
+    """Apply regex ``(pattern, replacement)`` rules to each key, all of them in order; a rule whose
+    replacement is ``None`` drops the keys it matches."""
     rules = [(re.compile(p), r) for p, r in rules]
     out = {}
     for key, value in state.items():
         for pattern, repl in rules:
             if pattern.search(key):
-                key = None if repl is None else pattern.sub(repl, key)
-                break
+                if repl is None:
+                    key = None
+                    break
+                key = pattern.sub(repl, key)
         if key is not None:
             out[key] = value
     return out

@@ -1,0 +1,7 @@
+"""``python -m audiocodec``: the command line (see :mod:`audiocodec.cli`)."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

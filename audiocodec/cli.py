@@ -1,0 +1,472 @@
+"""Command line: ``audiocodec encode | decode | reconstruct | info | convert`` (also ``python -m audiocodec``).
+
+Examples::
+
+    audiocodec encode data/wavs -o data/codes --model ckpt/model.safetensors --batch-size 16
+    audiocodec decode data/codes -o data/decoded --model ckpt/model.safetensors
+    audiocodec reconstruct song.flac -o out --model encodec-24k --num-codebooks 4
+    audiocodec info --model ckpt/
+    audiocodec convert wavtokenizer_75.ckpt ckpt/wavtokenizer-75.safetensors
+
+Exit status: 0 on success, 1 when some files failed (each is reported and skipped; the run goes on),
+2 on an error that stops the command (bad model, bad arguments).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import torch
+
+from . import __version__
+from . import audio as audio_utils
+from .codecs import Codec, Codes, build_codec, get_config, list_codecs, load_codec, save_codec
+from .errors import AudioCodecError, ConfigError
+
+#: The codec used when ``--model`` is not given. ``None``: ``--model`` is required. Setting it to the
+#: path of an embedded trained checkpoint makes ``--model`` optional everywhere.
+DEFAULT_MODEL: Optional[str] = None
+
+CODES_SUFFIX = ".npz"
+AUDIO_OUT_SUFFIX = ".wav"
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+# -- model -------------------------------------------------------------------------------------------
+
+def resolve_model(spec: Optional[str], device: str = "cpu", num_codebooks: Optional[int] = None) -> Codec:
+    """A ready codec (eval mode) from ``--model``: a checkpoint file or folder (:func:`load_codec`), or a
+    named config (:func:`build_codec`, random weights, with a warning). ``None`` means :data:`DEFAULT_MODEL`."""
+    spec = DEFAULT_MODEL if spec is None else spec
+    if spec is None:
+        raise ConfigError("no model given: pass --model with a checkpoint path or one of "
+                          f"{', '.join(list_codecs())}")
+    dev = _device(device)
+    path = Path(spec).expanduser()
+    if path.exists():
+        codec = load_codec(path, device=dev)
+    elif spec in list_codecs():
+        _warn(f"'{spec}' is a config name: the codec has RANDOM weights and its output is meaningless; "
+              "pass a trained checkpoint for real use")
+        codec = build_codec(spec).to(dev).prepare_for_inference()
+    else:
+        raise ConfigError(f"--model {spec!r} is neither an existing checkpoint file/folder nor a known codec "
+                          f"name ({', '.join(list_codecs())})")
+    if num_codebooks is not None:
+        if not 1 <= num_codebooks <= codec.max_codebooks:
+            raise ConfigError(f"--num-codebooks must be in 1..{codec.max_codebooks} for this codec, "
+                              f"got {num_codebooks}")
+        codec.set_num_codebooks(num_codebooks)
+    return codec
+
+
+def _device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(f"bad --device {spec!r}: {e}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {spec}: CUDA is not available on this machine")
+    return dev
+
+
+# -- inputs and outputs ------------------------------------------------------------------------------
+
+@dataclass
+class Job:
+    """One input file and the output it maps to."""
+    src: Path
+    dst: Path
+
+
+def _collect(inputs: Sequence[str], outdir: Path, list_fn: Callable[[Path], list[Path]], suffix: str,
+             failures: list, what: str = "audio") -> list[Job]:
+    """Map every input file (folders searched recursively) to ``outdir / relative path`` with ``suffix``.
+
+    A folder's files keep their path relative to that folder; a file given directly goes to
+    ``outdir / name``. Missing inputs and output name clashes are recorded in ``failures``.
+    """
+    jobs: list[Job] = []
+    seen: dict[Path, Path] = {}
+    for raw in inputs:
+        root = Path(raw).expanduser()
+        if not root.exists():
+            failures.append((root, f"no such file or folder: {root}"))
+            continue
+        if root.is_dir():
+            files = list_fn(root)
+            if not files:
+                _warn(f"no {what} files found under {root}")
+            pairs = [(f, f.relative_to(root)) for f in files]
+        else:
+            pairs = [(root, Path(root.name))]
+        for src, rel in pairs:
+            dst = outdir / rel.with_suffix(suffix)
+            if dst in seen:
+                failures.append((src, f"output {dst} would also be written for {seen[dst]}; rename one of them"))
+                continue
+            seen[dst] = src
+            jobs.append(Job(src, dst))
+    return jobs
+
+
+def _list_codes_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob(f"*{CODES_SUFFIX}") if p.is_file())
+
+
+def _pending(jobs: list[Job], overwrite: bool) -> tuple[list[Job], int]:
+    if overwrite:
+        return jobs, 0
+    todo = [j for j in jobs if not j.dst.exists()]
+    return todo, len(jobs) - len(todo)
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="file", disable=quiet or total == 0, file=sys.stderr,
+                dynamic_ncols=True)
+
+
+def _message(e: BaseException) -> str:
+    return str(e) if isinstance(e, AudioCodecError) else f"{type(e).__name__}: {e}"
+
+
+class _Reporter:
+    """Counts results, reports failures as they happen and prints a summary."""
+
+    def __init__(self, verb: str, bar, failures: list):
+        self.verb, self.bar, self.failures = verb, bar, failures
+        self.done = 0
+
+    def ok(self, n: int = 1):
+        self.done += n
+        self.bar.update(n)
+
+    def fail(self, src: Path, e: BaseException | str):
+        msg = e if isinstance(e, str) else _message(e)
+        self.failures.append((src, msg))
+        self.bar.write(f"failed: {src}: {msg}", file=sys.stderr)
+        self.bar.update(1)
+
+    def summary(self, skipped: int) -> int:
+        self.bar.close()
+        parts = [f"{self.verb} {self.done} file(s)"]
+        if skipped:
+            parts.append(f"skipped {skipped} existing (use --overwrite to redo them)")
+        if self.failures:
+            parts.append(f"{len(self.failures)} failed")
+        print(", ".join(parts), file=sys.stderr)
+        if self.failures:
+            print("failures:", file=sys.stderr)
+            for src, msg in self.failures:
+                print(f"  {src}: {msg}", file=sys.stderr)
+            return 1
+        return 0
+
+
+# -- batched encoding -----------------------------------------------------------------------------
+
+@dataclass
+class _Loaded:
+    job: Job
+    wav: torch.Tensor        # [C, L'] at the codec's rate and channel count
+    sample_rate: int         # of the file
+    length: int              # samples in the file
+    channels: int            # channels in the file
+
+
+def _load_for(codec: Codec, job: Job) -> _Loaded:
+    wav, sr = audio_utils.load_audio(job.src)
+    x = audio_utils.convert_channels(wav, codec.channels)
+    x = audio_utils.resample(x, sr, codec.sample_rate)
+    return _Loaded(job, x, sr, wav.shape[-1], wav.shape[0])
+
+
+def _encode_batch(codec: Codec, items: list[_Loaded]) -> list[Codes]:
+    """Encode padded items together; one :class:`Codes` per item recording the file's own rate and length."""
+    longest = max(it.wav.shape[-1] for it in items)
+    batch = torch.zeros(len(items), codec.channels, longest)
+    for i, it in enumerate(items):
+        batch[i, :, : it.wav.shape[-1]] = it.wav
+    codes = codec.encode(batch, sample_rate=codec.sample_rate, lengths=[it.wav.shape[-1] for it in items])
+    out = []
+    for i, it in enumerate(items):
+        item = codes[i]
+        n = int(item.lengths[0])
+        out.append(replace(item, tokens=item.tokens[..., :n].cpu(), input_sample_rate=it.sample_rate,
+                           input_lengths=torch.tensor([it.length]), input_channels=it.channels))
+    return out
+
+
+def _batches(jobs: list[Job], size: int) -> Iterable[list[Job]]:
+    for i in range(0, len(jobs), size):
+        yield jobs[i: i + size]
+
+
+def _run_encoding(codec: Codec, jobs: list[Job], batch_size: int, report: _Reporter,
+                  consume: Callable[[_Loaded, Codes, Optional[torch.Tensor]], None], decode: bool = False):
+    """Load, encode (and optionally decode) ``jobs`` in batches; ``consume`` writes each result.
+
+    A file that cannot be read is reported and skipped; a batch that fails as a whole is retried
+    one file at a time so only the bad file is lost.
+    """
+    for group in _batches(jobs, batch_size):
+        items = []
+        for job in group:
+            try:
+                items.append(_load_for(codec, job))
+            except Exception as e:  # noqa: BLE001 - any bad file is reported, never stops the run
+                report.fail(job.src, e)
+        if not items:
+            continue
+        try:
+            results = list(zip(items, _process(codec, items, decode)))
+        except Exception as e:  # noqa: BLE001 - isolate the bad item
+            if len(items) == 1:
+                report.fail(items[0].job.src, e)
+                continue
+            results = []
+            for it in items:
+                try:
+                    results.append((it, _process(codec, [it], decode)[0]))
+                except Exception as e1:  # noqa: BLE001
+                    report.fail(it.job.src, e1)
+        for it, (codes, wav) in results:
+            _consume(it, codes, wav, report, consume)
+
+
+def _process(codec: Codec, items: list[_Loaded], decode: bool):
+    codes = _encode_batch(codec, items)
+    if not decode:
+        return [(c, None) for c in codes]
+    padded = max(c.tokens.shape[-1] for c in codes)
+    tokens = torch.stack([torch.nn.functional.pad(c.tokens[0], (0, padded - c.tokens.shape[-1])) for c in codes])
+    audio = codec.decode(tokens).cpu()
+    return [(c, audio[i, :, : int(c.output_lengths[0])]) for i, c in enumerate(codes)]
+
+
+def _consume(item, codes, wav, report, consume):
+    try:
+        consume(item, codes, wav)
+    except Exception as e:  # noqa: BLE001 - e.g. an unwritable output
+        report.fail(item.job.src, e)
+    else:
+        report.ok()
+
+
+# -- commands ----------------------------------------------------------------------------------------
+
+def cmd_encode(args) -> int:
+    failures: list = []
+    jobs = _collect(args.inputs, Path(args.output), audio_utils.list_audio_files, CODES_SUFFIX, failures)
+    todo, skipped = _pending(jobs, args.overwrite)
+    codec = resolve_model(args.model, args.device, args.num_codebooks) if todo else None
+    report = _Reporter("encoded", _progress(len(todo), "encode", args.quiet), failures)
+    for src, msg in failures:
+        report.bar.write(f"failed: {src}: {msg}", file=sys.stderr)
+    if codec is not None:
+        _run_encoding(codec, todo, args.batch_size, report, lambda it, codes, _: codes.save(it.job.dst))
+    return report.summary(skipped)
+
+
+def cmd_reconstruct(args) -> int:
+    failures: list = []
+    jobs = _collect(args.inputs, Path(args.output), audio_utils.list_audio_files, AUDIO_OUT_SUFFIX, failures)
+    todo, skipped = _pending(jobs, args.overwrite)
+    codec = resolve_model(args.model, args.device, args.num_codebooks) if todo else None
+    report = _Reporter("reconstructed", _progress(len(todo), "reconstruct", args.quiet), failures)
+    for src, msg in failures:
+        report.bar.write(f"failed: {src}: {msg}", file=sys.stderr)
+    if codec is not None:
+        def write(it, codes, wav):
+            audio_utils.save_audio(it.job.dst, wav, codec.sample_rate, subtype=args.subtype)
+        _run_encoding(codec, todo, args.batch_size, report, write, decode=True)
+    return report.summary(skipped)
+
+
+def cmd_decode(args) -> int:
+    failures: list = []
+    jobs = _collect(args.inputs, Path(args.output), _list_codes_files, AUDIO_OUT_SUFFIX, failures, ".npz")
+    todo, skipped = _pending(jobs, args.overwrite)
+    codec = resolve_model(args.model, args.device) if todo else None
+    report = _Reporter("decoded", _progress(len(todo), "decode", args.quiet), failures)
+    for src, msg in failures:
+        report.bar.write(f"failed: {src}: {msg}", file=sys.stderr)
+    for job in todo:
+        try:
+            codes = Codes.load(job.src)
+            audio = codec.decode(codes).cpu()
+            lengths = codes.output_lengths
+            if len(codes) == 1:
+                audio_utils.save_audio(job.dst, audio[0, :, : int(lengths[0])], codec.sample_rate, args.subtype)
+            else:  # a batch saved by the library: one file per item
+                width = len(str(len(codes) - 1))
+                for i in range(len(codes)):
+                    dst = job.dst.with_name(f"{job.dst.stem}_{i:0{width}d}{job.dst.suffix}")
+                    audio_utils.save_audio(dst, audio[i, :, : int(lengths[i])], codec.sample_rate, args.subtype)
+        except Exception as e:  # noqa: BLE001 - any bad file is reported, never stops the run
+            report.fail(job.src, e)
+        else:
+            report.ok()
+    return report.summary(skipped)
+
+
+def cmd_info(args) -> int:
+    if args.model is None and DEFAULT_MODEL is None:
+        print("named codec configs (random weights; use with --model NAME, or load a checkpoint):")
+        for name in list_codecs():
+            cfg = get_config(name)
+            print(f"  {name:<20} {cfg.get('description', '')}")
+        return 0
+    codec = resolve_model(args.model, "cpu", args.num_codebooks)
+    rows = [
+        ("model", codec.name),
+        ("fingerprint", codec.fingerprint()),
+        ("sample rate", f"{codec.sample_rate} Hz"),
+        ("channels", codec.channels),
+        ("hop length", f"{codec.hop_length} samples"),
+        ("frame rate", f"{codec.frame_rate:g} frames/s"),
+        ("codebooks", f"{codec.num_codebooks} used (1..{codec.max_codebooks} available)"),
+        ("cardinality", f"{codec.cardinality} ({math.log2(codec.cardinality):g} bits per token)"),
+        ("bitrate", f"{codec.bitrate / 1000:g} kbps ({codec.frame_rate * codec.num_codebooks:g} tokens/s)"),
+        ("parameters", _count(codec.num_parameters())),
+    ]
+    for part in ("encoder", "quantizer", "decoder"):
+        rows.append((f"  {part}", _count(codec.num_parameters(part))))
+    books = sum(b.numel() for n, b in codec.quantizer.named_buffers() if n.endswith("embed"))
+    if books:
+        rows.append(("  codebooks", f"{books:,} values (buffers, not counted above)"))
+    if codec.max_codebooks > 1:
+        ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64) if k < codec.max_codebooks} | {codec.max_codebooks})
+        rows.append(("kbps at K codebooks",
+                     ", ".join(f"{k}: {codec.frame_rate * k * math.log2(codec.cardinality) / 1000:g}" for k in ks)))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _count(n: int) -> str:
+    return f"{n:,} ({n / 1e6:.2f} M)"
+
+
+def cmd_convert(args) -> int:
+    dst = Path(args.dst)
+    target = dst if dst.suffix == ".safetensors" else dst / "model.safetensors"
+    if target.exists() and not args.overwrite:
+        raise ConfigError(f"{target} exists: pass --overwrite to replace it")
+    src = Path(args.src)
+    if src.resolve() == target.resolve():
+        raise ConfigError("convert: source and destination are the same file")
+    codec = load_codec(src, config=args.config, inference=False)
+    path = save_codec(codec, dst)
+    print(f"wrote {path} ({codec.name}, {codec.sample_rate} Hz, {codec.frame_rate:g} frames/s, "
+          f"{codec.max_codebooks} x {codec.cardinality} codes)")
+    return 0
+
+
+# -- argument parsing ------------------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audiocodec", description="Neural audio codec: audio <-> discrete tokens.",
+        epilog="Run 'audiocodec COMMAND -h' for the options of a command.")
+    parser.add_argument("--version", action="version", version=f"audiocodec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    model_help = ("checkpoint file or folder (any format 'convert' accepts), or a named config "
+                  f"({', '.join(list_codecs())}; random weights)")
+    model_kw = dict(required=DEFAULT_MODEL is None, default=DEFAULT_MODEL, metavar="M", help=model_help)
+
+    def common(p, batched: bool, codebooks: bool):
+        p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                       help="output folder; input folders' structure is mirrored inside it")
+        p.add_argument("--model", "-m", **model_kw)
+        if codebooks:
+            p.add_argument("--num-codebooks", "-k", type=_positive_int, metavar="K",
+                           help="codebooks to use (RVQ bitrate control; default: the model's)")
+        p.add_argument("--device", default="auto", help="torch device, e.g. cpu, cuda, cuda:1 (default: auto)")
+        if batched:
+            p.add_argument("--batch-size", "-b", type=_positive_int, default=8, metavar="N",
+                           help="files coded together, padded to the longest (default: 8)")
+        p.add_argument("--overwrite", action="store_true",
+                       help="redo outputs that already exist (default: skip them, so runs resume)")
+        p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("encode", help="audio files/folders -> token files (.npz)",
+                       description="Encode audio into tokens: one .npz per file (tokens, lengths, model id, "
+                                   "sample and frame rate), mirroring the input folders.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders (searched recursively)")
+    common(p, batched=True, codebooks=True)
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="token files (.npz) -> .wav",
+                       description="Decode .npz token files to .wav at the codec's sample rate, with exactly "
+                                   "the duration of the encoded audio.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=".npz files or folders (searched recursively)")
+    common(p, batched=False, codebooks=False)
+    p.add_argument("--subtype", default="PCM_16", help="soundfile subtype of the wav files (default: PCM_16)")
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("reconstruct", help="audio -> codec -> audio (.wav)",
+                       description="Encode and decode audio in one go: .wav at the codec's sample rate with "
+                                   "the duration of each input.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders (searched recursively)")
+    common(p, batched=True, codebooks=True)
+    p.add_argument("--subtype", default="PCM_16", help="soundfile subtype of the wav files (default: PCM_16)")
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("info", help="describe a codec, or list the named configs",
+                       description="Sample rate, frame rate, codebooks, cardinality, bitrate and parameters of "
+                                   "a codec; without --model, the named configs.")
+    p.add_argument("--model", "-m", default=None, metavar="M", help=model_help)
+    p.add_argument("--num-codebooks", "-k", type=_positive_int, metavar="K", help="report the bitrate at K codebooks")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("convert", help="any supported checkpoint -> audiocodec safetensors",
+                       description="Convert a checkpoint (WavTokenizer .ckpt, encodec / vocos / DAC weights, our "
+                                   "safetensors) to an audiocodec .safetensors holding its config. Pickled files "
+                                   "are read without running code from them.")
+    p.add_argument("src", metavar="SRC", help="checkpoint file or folder")
+    p.add_argument("dst", metavar="DST", help="output .safetensors file, or a folder (model.safetensors inside)")
+    p.add_argument("--config", metavar="YAML", help="config for SRC: a WavTokenizer training YAML, or an "
+                                                    "audiocodec config YAML for a bare state dict")
+    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    p.set_defaults(func=cmd_convert)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``audiocodec`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AudioCodecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

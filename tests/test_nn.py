@@ -1,0 +1,44 @@
+"""Building blocks: padded convs (fast paths equal the reference padding), ISTFT lengths."""
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from audiocodec.nn import ISTFT, PaddedConv1d
+from audiocodec.nn.conv import reflect_pad
+
+
+@pytest.mark.parametrize("length,left,right", [(10, 3, 2), (100, 0, 5), (7, 6, 0), (5, 4, 4), (9, 0, 0)])
+def test_reflect_pad_equals_torch(length, left, right):
+    x = torch.randn(2, 3, length)
+    assert torch.equal(reflect_pad(x, left, right), F.pad(x, (left, right), mode="reflect"))
+
+
+@pytest.mark.parametrize("causal,mode", itertools.product([False, True], ["reflect", "constant", "replicate"]))
+def test_long_input_conv_equals_padded_conv(causal, mode):
+    """The copy-free path for long inputs gives the same frames as padding then convolving."""
+    torch.manual_seed(0)
+    for k, s, d in [(7, 1, 1), (3, 1, 3), (1, 1, 1), (4, 2, 1), (10, 5, 1), (16, 8, 1), (8, 4, 1)]:
+        conv = PaddedConv1d(3, 4, k, stride=s, dilation=d, causal=causal, pad_mode=mode).double()
+        for length in (4096, 4099, 5003):
+            x = torch.randn(2, 3, length, dtype=torch.double)
+            fast = conv(x)
+            ref = torch.nn.Conv1d.forward(conv, conv.pad_input(x))
+            assert fast.shape == ref.shape == (2, 4, -(-length // s))
+            assert torch.allclose(fast, ref, atol=1e-12)
+
+
+def test_long_input_conv_gradients_match():
+    torch.manual_seed(0)
+    conv = PaddedConv1d(2, 2, 7, pad_mode="reflect").double()
+    x = torch.randn(1, 2, 5000, dtype=torch.double, requires_grad=True)
+    g1, = torch.autograd.grad(conv(x).square().sum(), x)
+    g2, = torch.autograd.grad(torch.nn.Conv1d.forward(conv, conv.pad_input(x)).square().sum(), x)
+    assert torch.allclose(g1, g2, atol=1e-10)
+
+
+@pytest.mark.parametrize("n_fft,hop", [(1280, 320), (2400, 600), (1024, 256)])
+def test_istft_same_padding_length(n_fft, hop):
+    spec = torch.randn(2, n_fft // 2 + 1, 37, dtype=torch.cfloat)
+    assert ISTFT(n_fft, hop, padding="same")(spec).shape == (2, 37 * hop)
