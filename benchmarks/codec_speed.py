@@ -54,8 +54,10 @@ def autocast(device: str, dtype: str):
 
 # -- candidates: each returns (encode_fn(wav [B,1,L]) -> codes, decode_fn(codes) -> audio) ------------------
 
-def ours(name: str, device: str, compile_: str | None):
+def ours(name: str, device: str, compile_: str | None, graphs: bool = False):
     codec = audiocodec.build_codec(name).prepare_for_inference().to(device)
+    if graphs and device == "cuda":
+        codec.use_cuda_graphs()
     if compile_:
         torch._dynamo.config.recompile_limit = 64  # one graph per (batch, dtype) measured
         codec.compile(mode=compile_ if compile_ != "default" else None, dynamic=False)
@@ -144,6 +146,7 @@ def main(argv=None):
     p.add_argument("--wavtokenizer-repo", default=None, help="local copy of the official WavTokenizer code")
     p.add_argument("--compile", nargs="?", const="default", default=None,
                    help="torch.compile our encoder and decoder (optionally with a mode, e.g. reduce-overhead)")
+    p.add_argument("--cuda-graphs", action="store_true", help="replay our encode/decode through CUDA graphs")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     if args.threads:
@@ -154,7 +157,7 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
 
-    candidates = {f"ours/{m}": (lambda m=m: ours(m, args.device, args.compile)) for m in args.models}
+    candidates = {f"ours/{m}": (lambda m=m: ours(m, args.device, args.compile, args.cuda_graphs)) for m in args.models}
     if "encodec" in args.peers:
         candidates["encodec (pip)"] = lambda: peer_encodec(args.device)
     if "vocos" in args.peers:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import math
 from typing import NamedTuple, Optional, Sequence, Union
 
@@ -103,6 +104,21 @@ class Codec(nn.Module):
         fold_weight_norm(self)
         return self.eval()
 
+    def use_cuda_graphs(self, enabled: bool = True, max_graphs: int = 8) -> "Codec":
+        """Replay encode / decode windows through CUDA graphs, one per input shape (inference on CUDA).
+
+        Pays off for small batches and fixed chunk sizes (serving, streaming TTS), where launching
+        kernels costs more than running them. Outputs are unchanged. Call again with ``False`` to stop.
+        """
+        from ..nn.cuda_graphs import CUDAGraphCache
+        if enabled:
+            self._graph_encode = CUDAGraphCache(self._encode_window_eager, max_graphs)
+            self._graph_decode = CUDAGraphCache(self._decode_window_eager, max_graphs)
+        else:
+            self.__dict__.pop("_graph_encode", None)
+            self.__dict__.pop("_graph_decode", None)
+        return self
+
     def compile(self, mode: Optional[str] = None, dynamic: Optional[bool] = None) -> "Codec":
         """``torch.compile`` the encoder and decoder in place (fuses the elementwise work around the
         convolutions; ``mode="reduce-overhead"`` adds CUDA graphs for small batches of fixed shape).
@@ -113,8 +129,10 @@ class Codec(nn.Module):
 
     def fingerprint(self) -> str:
         """Short hash of the codebooks: codes from another trained model are told apart."""
-        tensors = [b for n, b in self.quantizer.named_buffers() if n.endswith("embed")] or \
-            [p for _, p in self.quantizer.named_parameters()]
+        # the code vectors themselves: EMA codebooks (buffers) or learned ones (embedding weights); not
+        # projections, whose stored form changes when weight norm is folded
+        tensors = [t for n, t in itertools.chain(self.quantizer.named_buffers(), self.quantizer.named_parameters())
+                   if n.endswith(("codebook.embed", "codebook.weight"))]
         key = tuple((t.data_ptr(), t._version) for t in tensors)
         if key != self._fingerprint_cache[0]:
             h = hashlib.sha1()
@@ -166,6 +184,10 @@ class Codec(nn.Module):
                      input_sample_rate=sr, input_lengths=in_lengths, input_channels=in_channels)
 
     def _encode_window(self, x: torch.Tensor) -> torch.Tensor:
+        graphed = self.__dict__.get("_graph_encode")
+        return graphed(x) if graphed is not None else self._encode_window_eager(x)
+
+    def _encode_window_eager(self, x: torch.Tensor) -> torch.Tensor:
         return self.quantizer.encode(self.encoder(x))
 
     @torch.no_grad()
@@ -202,6 +224,10 @@ class Codec(nn.Module):
         return self.decoder(latents, num_codebooks=num_codebooks)
 
     def _decode_window(self, tokens: torch.Tensor) -> torch.Tensor:
+        graphed = self.__dict__.get("_graph_decode")
+        return graphed(tokens) if graphed is not None else self._decode_window_eager(tokens)
+
+    def _decode_window_eager(self, tokens: torch.Tensor) -> torch.Tensor:
         return self._decode_latents(self._embed(tokens), tokens.shape[1])
 
     # -- helpers ---------------------------------------------------------------------------------

@@ -24,9 +24,9 @@ class AdaLayerNorm(nn.Module):
         nn.init.ones_(self.scale.weight)
         nn.init.zeros_(self.shift.weight)
 
-    def forward(self, x: torch.Tensor, cond_id: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond_id: int = 0) -> torch.Tensor:
         x = F.layer_norm(x, (self.dim,), eps=self.eps)
-        return x * self.scale(cond_id) + self.shift(cond_id)
+        return x * self.scale.weight[cond_id] + self.shift.weight[cond_id]
 
 
 class ConvNeXtBlock(nn.Module):
@@ -47,7 +47,7 @@ class ConvNeXtBlock(nn.Module):
         self.gamma = (nn.Parameter(layer_scale_init_value * torch.ones(dim))
                       if layer_scale_init_value > 0 else None)
 
-    def forward(self, x: torch.Tensor, cond_id: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond_id: int = 0) -> torch.Tensor:
         residual = x
         x = self.dwconv(x).transpose(1, 2)
         x = self.norm(x, cond_id) if self.adanorm else self.norm(x)
@@ -137,13 +137,12 @@ class VocosBackbone(nn.Module):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.constant_(m.bias, 0)
 
-    def forward(self, x: torch.Tensor, cond_id: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond_id: int = 0) -> torch.Tensor:
+        """``cond_id``: the AdaLN condition (e.g. bandwidth index); ignored without AdaLN."""
         x = self.embed(x)
         if self.pos_net is not None:
             x = self.pos_net(x)
         if self.adanorm:
-            if cond_id is None:
-                cond_id = torch.zeros((), dtype=torch.long, device=x.device)
             x = self.norm(x.transpose(1, 2), cond_id)
         else:
             x = self.norm(x.transpose(1, 2))
@@ -233,19 +232,17 @@ class VocosDecoder(nn.Module):
             self.cardinality = int(card)
             self.codebook_weights = nn.Parameter(torch.randn(n_q * card, self.backbone.input_channels))
 
-    def condition_id(self, num_codebooks: Optional[int], device) -> Optional[torch.Tensor]:
-        if not self.backbone.adanorm:
-            return None
-        cid = 0
-        if self.bandwidth_codebooks is not None and num_codebooks is not None:
-            if num_codebooks not in self.bandwidth_codebooks:
-                raise ValueError(f"this decoder was trained for {self.bandwidth_codebooks} codebooks, "
-                                 f"not {num_codebooks}: use set_num_codebooks with one of those")
-            cid = self.bandwidth_codebooks.index(num_codebooks)
-        return torch.tensor(cid, dtype=torch.long, device=device)
+    def condition_id(self, num_codebooks: Optional[int]) -> int:
+        """The AdaLN condition id for decoding ``num_codebooks`` codebooks (0 without conditioning)."""
+        if self.bandwidth_codebooks is None or num_codebooks is None:
+            return 0
+        if num_codebooks not in self.bandwidth_codebooks:
+            raise ValueError(f"this decoder was trained for {self.bandwidth_codebooks} codebooks, "
+                             f"not {num_codebooks}: use set_num_codebooks with one of those")
+        return self.bandwidth_codebooks.index(num_codebooks)
 
     def forward(self, features: torch.Tensor, num_codebooks: Optional[int] = None) -> torch.Tensor:
-        cond = self.condition_id(num_codebooks, features.device)
+        cond = self.condition_id(num_codebooks)
         return self.head(self.backbone(features, cond))
 
     def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:

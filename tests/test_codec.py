@@ -1,0 +1,113 @@
+"""The shared Codec interface, on every named config."""
+import math
+
+import pytest
+import torch
+
+import audiocodec
+from helpers import synth_audio
+
+SMALL = {  # the named configs, shrunk so the suite stays fast; structure and interface unchanged
+    "wavtokenizer-75": dict(encoder={"n_filters": 8}, decoder={"backbone": {"dim": 64, "intermediate_dim": 128,
+                                                                             "num_layers": 2}, "head": {"dim": 64}}),
+    "wavtokenizer-40": dict(encoder={"n_filters": 8}, decoder={"backbone": {"dim": 64, "intermediate_dim": 128,
+                                                                             "num_layers": 2}, "head": {"dim": 64}}),
+    "encodec-24k": dict(encoder={"n_filters": 8}, decoder={"n_filters": 8}),
+    "vocos-encodec-24k": dict(encoder={"n_filters": 8}, decoder={"backbone": {"dim": 64, "intermediate_dim": 128},
+                                                                 "head": {"dim": 64}}),
+    "dac-24k": dict(encoder={"dim": 8}, decoder={"dim": 32}),
+}
+
+
+def small(name):
+    return audiocodec.build_codec(name, **SMALL[name]).eval()
+
+
+def test_every_named_config_is_listed():
+    assert set(SMALL) <= set(audiocodec.list_codecs())
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_properties(name):
+    codec = small(name)
+    assert codec.sample_rate == 24000
+    assert codec.frame_rate == pytest.approx(24000 / codec.hop_length)
+    assert codec.bitrate == pytest.approx(codec.frame_rate * codec.num_codebooks * math.log2(codec.cardinality))
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_batch_any_rate_exact_lengths(name):
+    codec = small(name)
+    wav = synth_audio(1.0, 16000, batch=3)
+    lengths = [16000, 9000, 333]
+    codes = codec.encode(wav, 16000, lengths=lengths)
+    assert codes.tokens.dtype == torch.long and codes.tokens.shape[:2] == (3, codec.num_codebooks)
+    expected_frames = [math.ceil(math.ceil(n * 24000 / 16000) / codec.hop_length) for n in lengths]
+    assert codes.lengths.tolist() == expected_frames
+    audio = codec.decode(codes)
+    assert audio.shape == (3, 1, 24000)
+    assert codes.output_lengths.tolist() == [round(n * 1.5) for n in lengths]
+    for i, n in enumerate(codes.output_lengths.tolist()):
+        assert torch.all(audio[i, :, n:] == 0)
+    # one item of a padded batch decodes alone to its own duration
+    assert codec.decode(codes[2]).shape == (1, 1, 500)
+    latents = codec.decode_latent(codes)
+    assert latents.shape[0] == 3 and latents.shape[-1] == codes.tokens.shape[-1]
+
+
+@pytest.mark.parametrize("shape", [(7000,), (2, 7000), (1, 2, 7000)])
+def test_input_shapes_and_channels(shape):
+    codec = small("encodec-24k")
+    codes = codec.encode(torch.randn(shape) * 0.1, 24000)
+    assert codes.input_channels == (1 if len(shape) == 1 else shape[-2])
+    assert codec.decode(codes).shape == (1, 1, 7000)
+
+
+def test_set_num_codebooks_changes_bitrate():
+    codec = small("encodec-24k")
+    codec.set_num_codebooks(2)
+    assert codec.bitrate == 1500
+    assert codec.encode(torch.randn(1, 4800) * 0.1).tokens.shape[1] == 2
+    with pytest.raises(ValueError, match="1..32"):
+        codec.set_num_codebooks(33)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_save_load_round_trip(tmp_path, name):
+    codec = small(name)
+    wav = synth_audio(0.5)
+    ref = codec.encode(wav)
+    path = audiocodec.save_codec(codec, tmp_path / name)
+    loaded = audiocodec.load_codec(path.parent)
+    codes = loaded.encode(wav)
+    assert torch.equal(codes.tokens, ref.tokens)
+    assert codes.fingerprint == ref.fingerprint
+    assert torch.allclose(loaded.decode(codes), codec.decode(ref), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_training_forward(name):
+    codec = small(name).train()
+    wav = synth_audio(0.5, batch=2)
+    out = codec(wav)
+    assert out.audio.shape == wav.shape
+    assert out.codes.shape[0] == 2 and out.latents.shape[-1] == out.codes.shape[-1]
+    loss = out.audio.pow(2).mean() + sum(out.losses.values())
+    loss.backward()
+    assert all(p.grad is not None for p in codec.encoder.parameters())
+
+
+def test_codes_file_round_trip(tmp_path):
+    codec = small("encodec-24k")
+    codes = codec.encode(synth_audio(0.3, 16000, batch=2), 16000, lengths=[4800, 3000])
+    loaded = audiocodec.Codes.load(codes.save(tmp_path / "c.npz"))
+    assert torch.equal(loaded.tokens, codes.tokens) and torch.equal(loaded.lengths, codes.lengths)
+    assert torch.equal(codec.decode(loaded), codec.decode(codes))
+
+
+def test_vocoder_resynthesis_shape():
+    voc = audiocodec.build_vocoder("vocos-mel-24k", backbone={"num_layers": 2}).eval()
+    wav = synth_audio(0.5).squeeze(1)
+    mel = voc.mel(wav)
+    assert mel.shape == (1, 100, 12000 // 256 + 1)
+    assert voc.decode(mel).shape == (1, 1, 256 * (mel.shape[-1] - 1))
