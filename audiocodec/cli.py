@@ -374,6 +374,90 @@ def cmd_convert(args) -> int:
     return 0
 
 
+# -- eval ------------------------------------------------------------------------------------------
+
+def _add_eval_parser(subparsers) -> None:
+    """``audiocodec eval REF_DIR HYP_DIR`` or ``audiocodec eval --manifest M.jsonl --model CKPT``."""
+    from .metrics.signal import ALL_METRICS, DEFAULT_METRICS
+    p = subparsers.add_parser(
+        "eval", help="score reconstructions: PESQ, STOI, SI-SDR, mel / STFT distance, V/UV F1",
+        description="Score reconstructed audio against references. With REF_DIR HYP_DIR, files pair by relative "
+                    "path without extension (then by unique name); unmatched files are reported. With --manifest "
+                    "and --model, each file of the manifest (JSON lines with an 'audio_filepath' / 'audio' / "
+                    "'path' key) is reconstructed by the codec, then scored; codebook usage and the bitrate are "
+                    "reported too. Prints a summary table (mean, 95% CI, std, count); --json writes it with the "
+                    "per-file scores.")
+    p.add_argument("ref_dir", nargs="?", metavar="REF_DIR", help="folder of reference audio")
+    p.add_argument("hyp_dir", nargs="?", metavar="HYP_DIR", help="folder of reconstructed audio")
+    p.add_argument("--manifest", metavar="M.jsonl", help="reconstruct and score the files of this manifest")
+    p.add_argument("--model", "-m", default=DEFAULT_MODEL, metavar="M",
+                   help="with --manifest: checkpoint file or folder, or a named config (random weights)")
+    p.add_argument("--num-codebooks", "-k", type=_positive_int, metavar="K", help="codebooks to use (default: the model's)")
+    p.add_argument("--device", default="auto", help="torch device of the codec (default: auto)")
+    p.add_argument("--batch-size", "-b", type=_positive_int, default=8, metavar="N",
+                   help="files reconstructed together (default: 8)")
+    p.add_argument("--metrics", metavar="LIST",
+                   help=f"comma-separated metrics among {','.join(ALL_METRICS)} (default: {','.join(DEFAULT_METRICS)})")
+    p.add_argument("--utmos", metavar="MODEL.pt",
+                   help="local UTMOS model exported with TorchScript or torch.export (.pt2): adds utmos "
+                        "(reconstruction) and utmos_ref (reference) scores; nothing is downloaded")
+    p.add_argument("--workers", "-j", type=_positive_int, metavar="N",
+                   help="scoring processes (default: up to 2; 1 scores in this process)")
+    p.add_argument("--save-audio", metavar="DIR", help="with --manifest: also write the reconstructions here")
+    p.add_argument("--json", metavar="OUT.json", help="write the summary and per-file scores as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no per-file NaN messages")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    import logging
+    from .metrics import evaluate as ev
+    from .metrics.model_based import load_model_scorer
+    metrics = None if args.metrics is None else args.metrics.split(",")
+    if args.manifest is not None:
+        if args.ref_dir is not None:
+            raise ConfigError("eval: give either REF_DIR HYP_DIR or --manifest, not both")
+    elif args.ref_dir is None or args.hyp_dir is None:
+        raise ConfigError("eval: give REF_DIR and HYP_DIR, or --manifest M.jsonl --model CKPT")
+    elif args.save_audio or args.num_codebooks:
+        raise ConfigError("eval: --save-audio and --num-codebooks apply to --manifest only")
+    logger = logging.getLogger("audiocodec.metrics")
+    level = logger.level
+    if args.quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        scorers = [load_model_scorer(args.utmos, "utmos", device=_device(args.device))] if args.utmos else []
+        if args.manifest is not None:
+            codec = resolve_model(args.model, args.device, args.num_codebooks)
+            result = ev.evaluate_manifest(args.manifest, codec, batch_size=args.batch_size, metrics=metrics,
+                                          workers=args.workers, model_scorers=scorers, save_dir=args.save_audio,
+                                          progress=not args.quiet)
+        else:
+            if args.model not in (None, DEFAULT_MODEL):
+                _warn("--model is ignored when comparing two folders")
+            result = ev.evaluate_dirs(args.ref_dir, args.hyp_dir, metrics=metrics, workers=args.workers,
+                                      model_scorers=scorers, progress=not args.quiet)
+    finally:
+        logger.setLevel(level)
+    print(result.table())
+    for side, files in (("reference", result.unmatched["ref_only"]), ("hypothesis", result.unmatched["hyp_only"])):
+        if files:
+            shown = ", ".join(files[:10]) + (f", ... ({len(files) - 10} more)" if len(files) > 10 else "")
+            _warn(f"{len(files)} {side} file(s) without a match: {shown}")
+    for metric, reasons in result.nan_reasons().items():
+        _warn(f"{metric} undefined for " + "; ".join(f"{n} file(s): {why}" for why, n in reasons.items()))
+    if args.json:
+        print(f"wrote {result.to_json(args.json)}", file=sys.stderr)
+    if result.failures:
+        print(f"{len(result.failures)} file(s) failed:", file=sys.stderr)
+        for f in result.failures:
+            print(f"  {f['file']}: {f['error']}", file=sys.stderr)
+    if not result.rows:
+        print("error: no file was scored", file=sys.stderr)
+        return 1
+    return 1 if result.failures else 0
+
+
 # -- argument parsing ------------------------------------------------------------------------------
 
 def _positive_int(text: str) -> int:
@@ -452,7 +536,25 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "audiocodec config YAML for a bare state dict")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.set_defaults(func=cmd_convert)
+    _add_eval_parser(sub)
+
+    # commands that own their argument parsing: everything after the name is passed on
+    for name, help_text in (("train", "train a model from a recipe config (run under torchrun for many GPUs)"),
+                            ("prepare", "write a jsonl manifest for a corpus in its official layout")):
+        p = sub.add_parser(name, help=help_text, add_help=False, prefix_chars="\0")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_delegate(name))
     return parser
+
+
+def _delegate(name: str) -> Callable:
+    def run(args) -> int:
+        if name == "train":
+            from .train.cli import main as train_main
+            return train_main(args.rest)
+        from .data.prepare import main_prepare
+        return main_prepare(args.rest)
+    return run
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,0 +1,5 @@
+import sys
+
+from . import main_prepare
+
+sys.exit(main_prepare())

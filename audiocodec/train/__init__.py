@@ -1,0 +1,8 @@
+"""Training: one :class:`Trainer` for every model, driven by a :class:`Task` (see :mod:`.trainer`)."""
+from . import toy  # noqa: F401  (registers toy_regression)
+from .checkpoint import list_checkpoints, load_checkpoint
+from .task import TASKS, Task
+from .trainer import TRAINER_DEFAULTS, TrainContext, Trainer, resolve_config
+
+__all__ = ["TASKS", "Task", "TRAINER_DEFAULTS", "TrainContext", "Trainer", "list_checkpoints",
+           "load_checkpoint", "resolve_config"]

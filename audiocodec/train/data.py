@@ -1,0 +1,115 @@
+"""Deterministic, resumable, rank-sharded batches.
+
+The order of epoch ``e`` is a permutation drawn from ``(seed, e)`` alone, padded to a multiple of the
+world size and dealt out ``rank::world_size`` (as ``DistributedSampler``). A resumed run starts the
+sampler at the batch where the checkpoint was taken, so already-seen batches are skipped without being
+loaded, and the data order is the one of an uninterrupted run.
+
+Randomness inside a dataset (random crops, gains) stays reproducible across resumes and worker counts
+when it is drawn from :func:`item_rng` (seeded by the item index and the epoch) rather than from
+global generators; datasets with a ``set_epoch(epoch)`` method are told the epoch before each one.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+_MIX = 0x9E3779B1
+
+
+def mix_seed(*values: int) -> int:
+    """A 63-bit seed from integers (order matters)."""
+    h = 0x243F6A8885A308D3
+    for v in values:
+        h = ((h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * _MIX + 0x632BE59BD9B4E019) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 29
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def item_rng(index: int, epoch: int = 0, seed: int = 0) -> np.random.Generator:
+    """A numpy generator for the random choices of dataset item ``index`` in ``epoch``."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+class ResumableBatchSampler(Sampler[list]):
+    """Batches of dataset indices for one rank, resumable at any batch of an epoch.
+
+    Args:
+        num_samples: dataset length.
+        batch_size: items per batch on this rank.
+        rank, world_size: this process's share.
+        shuffle: a new permutation each epoch (from ``seed`` and the epoch), else the dataset order.
+        drop_last: drop a last short batch (keeps shapes and per-step work constant).
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = True):
+        if num_samples <= 0:
+            raise ValueError("the dataset is empty")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.num_samples, self.batch_size = int(num_samples), int(batch_size)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
+        self.epoch = 0
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
+    @property
+    def per_rank(self) -> int:
+        return -(-self.num_samples // self.world_size)
+
+    def __len__(self) -> int:
+        """Batches per epoch (independent of ``start_batch``)."""
+        n = self.per_rank
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def indices(self) -> torch.Tensor:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+            order = torch.randperm(self.num_samples, generator=g)
+        else:
+            order = torch.arange(self.num_samples)
+        total = self.per_rank * self.world_size
+        if total > self.num_samples:  # pad by repeating from the start so every rank has as many items
+            order = torch.cat([order, order.repeat(-(-total // self.num_samples))[: total - self.num_samples]])
+        return order[self.rank::self.world_size]
+
+    def __iter__(self) -> Iterator[list]:
+        order = self.indices()
+        for b in range(self.start_batch, len(self)):
+            yield order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+
+
+def move_to(batch, device: torch.device, non_blocking: bool = True):
+    """``batch`` (tensors in nested dicts / lists / tuples) on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(move_to(v, device, non_blocking) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to(v, device, non_blocking) for v in batch)
+    return batch
+
+
+def samples_position(batch_in_epoch: int, batch_size: int, world_size: int) -> int:
+    return batch_in_epoch * batch_size * world_size
+
+
+def batch_position(samples: int, batch_size: int, world_size: int) -> tuple[int, bool]:
+    """``(batch index, exact)`` for a position saved as a count of samples seen in the epoch."""
+    per_step = batch_size * world_size
+    return samples // per_step, samples % per_step == 0
+
+
+def worker_seed(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The DataLoader's generator for ``epoch`` on ``rank``: worker seeds come from it, not from the
+    global RNG, which the data pipeline therefore never advances."""
+    return torch.Generator().manual_seed(mix_seed(seed, epoch, rank, 7))
