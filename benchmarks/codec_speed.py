@@ -121,6 +121,12 @@ def peer_wavtokenizer(repo: str, device: str, variant: int = 75):
     name = {75: "frame75", 40: "frame40"}[variant]
     cfg = next(Path(repo, "configs").glob(f"*{name}*.yaml"))
     model = WavTokenizer.from_hparams0802(str(cfg)).to(device).eval()
+    for name, buf in model.named_buffers():  # skip the k-means initialisation on the first call
+        if name.endswith("_codebook.inited"):
+            buf.fill_(1)
+    for name, buf in model.named_buffers():
+        if name.endswith("_codebook.embed"):
+            buf.normal_()
     bandwidth_id = torch.tensor([0], device=device)
 
     def enc(wav):

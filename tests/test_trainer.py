@@ -275,3 +275,9 @@ def test_max_epochs_stops_and_ends_the_task(tmp_path):
     Trainer(c, tmp_path).fit()  # 64 samples / batch 8: one epoch is 8 steps
     assert [ckpt.checkpoint_step(p) for p in list_checkpoints(tmp_path / "checkpoints")] == [8]
     assert (tmp_path / "final_rank0.safetensors").is_file()
+
+
+def test_max_minutes_stops_with_a_checkpoint(tmp_path):
+    c = cfg(PLAIN, max_steps=1000, max_minutes=1e-9)  # the clock is checked every 10 steps
+    Trainer(c, tmp_path).fit()
+    assert [ckpt.checkpoint_step(p) for p in list_checkpoints(tmp_path / "checkpoints")] == [10]

@@ -93,6 +93,7 @@ TOP_KEYS = ("name", "task", "trainer", "optim")
 TRAINER_DEFAULTS: dict = {
     "max_steps": 100000,       # optimizer steps (each of grad_accum micro-batches)
     "max_epochs": None,        # stop earlier after this many passes over the data
+    "max_minutes": None,       # stop earlier after this much wall time (checkpointed; resume continues)
     "seed": 0,
     "precision": "fp32",       # fp32 | bf16 (autocast; weights and optimizer states stay fp32)
     "grad_accum": 1,           # micro-batches per optimizer step
@@ -697,6 +698,7 @@ class Trainer:
         last: dict = {}
         finished = False
         stream = None
+        start = time.monotonic()
         try:
             for m in self.task.modules.values():
                 m.train()
@@ -719,6 +721,9 @@ class Trainer:
                     self.log_media()
                 if t["ckpt_every"] and s % t["ckpt_every"] == 0:
                     self.save_checkpoint()
+                if t["max_minutes"] and s % 10 == 0 and self._time_is_up(start, t["max_minutes"]):
+                    log.info(f"reached trainer.max_minutes={t['max_minutes']} at step {s}")
+                    break
             if self._saved_step != self.step and self.step > 0:
                 self.save_checkpoint()
             if finished or self.step >= t["max_steps"]:
@@ -729,6 +734,16 @@ class Trainer:
             bar.close()
             self._teardown()
         return last
+
+    @staticmethod
+    def _time_is_up(start: float, minutes: float) -> bool:
+        """Rank 0's clock decides, so that every rank stops at the same step."""
+        up = torch.tensor([float(time.monotonic() - start > 60 * minutes)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if torch.distributed.get_backend() == "nccl":
+                up = up.cuda()
+            torch.distributed.broadcast(up, 0)
+        return bool(up.item())
 
     def _make_writer(self):
         try:
