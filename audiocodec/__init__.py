@@ -8,9 +8,10 @@
 from .codecs import (Codec, Codes, MelVocoder, build_codec, build_vocoder, get_config, list_codecs, load_codec,
                      load_vocoder, save_codec)
 from .errors import AudioCodecError, AudioError, CheckpointError, CodesError, ConfigError
+from .nn.streaming import StreamingError
 
 __version__ = "0.1.0"
 
 __all__ = ["Codec", "Codes", "MelVocoder", "build_codec", "build_vocoder", "get_config", "list_codecs",
            "load_codec", "load_vocoder", "save_codec", "AudioCodecError", "AudioError",
-           "CheckpointError", "CodesError", "ConfigError", "__version__"]
+           "CheckpointError", "CodesError", "ConfigError", "StreamingError", "__version__"]

@@ -5,6 +5,7 @@ import random
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .vq import QuantizerOutput, VectorQuantizer
@@ -42,8 +43,8 @@ class ResidualVQ(nn.Module):
 
     def forward(self, x: torch.Tensor, n_q: Optional[int] = None) -> QuantizerOutput:
         n_q = n_q or self.num_codebooks
-        if self.training and self.quantizer_dropout > 0 and random.random() < self.quantizer_dropout:
-            n_q = random.randint(1, n_q)
+        if self.training and self.quantizer_dropout > 0:
+            n_q = self._dropout_codebooks(n_q, x.device)
         residual = x
         quantized = torch.zeros_like(x)
         codes, losses = [], {}
@@ -55,6 +56,16 @@ class ResidualVQ(nn.Module):
             for name, value in layer_losses.items():
                 losses[name] = losses.get(name, 0.0) + value / n_q
         return QuantizerOutput(quantized, torch.stack(codes, dim=1), losses)
+
+    def _dropout_codebooks(self, n_q: int, device) -> int:
+        """Quantizer dropout: a random number 1..n_q of codebooks with probability ``quantizer_dropout``.
+        Under torch.distributed every rank uses rank 0's draw, so their codebook updates stay in step."""
+        draw = random.randint(1, n_q) if random.random() < self.quantizer_dropout else n_q
+        if dist.is_available() and dist.is_initialized():
+            t = torch.tensor([draw], device=device if dist.get_backend() == "nccl" else "cpu")
+            dist.broadcast(t, 0)
+            draw = int(t.item())
+        return draw
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor, n_q: Optional[int] = None) -> torch.Tensor:
