@@ -27,16 +27,7 @@ STRUCTURE = {"mpd": [5] * 5, "mrd": [6] * 3, "msd": [8] * 3, "msstft": [5] * 5, 
              "dac": [5] * 5 + [25] * 3}
 
 
-@pytest.fixture(autouse=True)
-def _native_cpu_convs():
-    """oneDNN re-plans every new conv shape (seconds on a small shared CPU); the native kernels are
-    fast for these tiny models. (The models run the same either way.)"""
-    before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = before
+pytestmark = pytest.mark.usefixtures("native_cpu_convs")
 
 
 def _wav(batch=2, length=2400, seed=0):

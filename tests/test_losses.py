@@ -19,15 +19,7 @@ TINY_DISCS = [{"type": "mpd", "channels": [4, 8, 16, 16, 16], "periods": [2, 3]}
               {"type": "mrd", "channels": 4, "resolutions": [[256, 64, 256], [128, 32, 128]]}]
 
 
-@pytest.fixture(autouse=True)
-def _native_cpu_convs():
-    """oneDNN re-plans every new conv shape (seconds on a small shared CPU); native kernels are fast here."""
-    before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = before
+pytestmark = pytest.mark.usefixtures("native_cpu_convs")
 
 
 def _wav(batch=2, length=4800, seed=0):
