@@ -1,8 +1,8 @@
 """Quantizers: EMA Euclidean VQ, residual VQ with quantizer dropout, DAC-style factorized codes."""
-from .factorized import FactorizedResidualVQ, FactorizedVectorQuantizer, factorized_rvq, nearest_cosine
+from .factorized import FactorizedVectorQuantizer, factorized_rvq, nearest_cosine
 from .rvq import ResidualVQ, euclidean_rvq
 from .vq import EuclideanCodebook, QuantizerOutput, VectorQuantizer, kmeans, nearest_code
 
 __all__ = ["ResidualVQ", "euclidean_rvq", "EuclideanCodebook", "QuantizerOutput", "VectorQuantizer",
-           "kmeans", "nearest_code", "FactorizedResidualVQ", "FactorizedVectorQuantizer", "factorized_rvq",
+           "kmeans", "nearest_code", "FactorizedVectorQuantizer", "factorized_rvq",
            "nearest_cosine"]

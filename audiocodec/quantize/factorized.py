@@ -10,7 +10,7 @@ under autocast, so codes and the residual passed to the next layer do not flip.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +70,15 @@ class FactorizedVectorQuantizer(nn.Module):
         """``[B, dim, T] -> codes [B, T]``."""
         return self.lookup(self.project(x))
 
+    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: ``[B, D, T] -> (codes [B, T], quantized [B, D, T])``, the quantized output computed
+        as DAC computes it (``out_proj(z_e + (z_q - z_e))``, which differs from ``out_proj(z_q)`` by
+        rounding: with the plain form about one code in a few hundred of the last codebooks of an RVQ
+        differs from the official model)."""
+        z_e = self.project(x)
+        codes = self.lookup(z_e)
+        return codes, self.out_proj(z_e + (self.embed(codes) - z_e))
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``codes [B, T] -> [B, dim, T]``."""
         return self.out_proj(self.embed(codes))
@@ -92,33 +101,13 @@ class FactorizedVectorQuantizer(nn.Module):
             return self.out_proj(z_q.float()), codes, losses
 
 
-class FactorizedResidualVQ(ResidualVQ):
-    """:class:`ResidualVQ` whose ``encode`` subtracts each layer's output exactly as DAC computes it
-    (``out_proj(z_e + (z_q - z_e))``, which differs from ``out_proj(z_q)`` by rounding). With the plain
-    residual about one code in a few hundred of the last codebooks differs from the official model."""
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor, n_q: Optional[int] = None) -> torch.Tensor:
-        """``[B, D, T] -> codes [B, n_q, T]``, in fp32."""
-        n_q = n_q or self.num_codebooks
-        with torch.autocast(x.device.type, enabled=False):
-            residual = x.float()
-            codes = []
-            for layer in self.layers[:n_q]:
-                z_e = layer.project(residual)
-                c = layer.lookup(z_e)
-                residual = residual - layer.out_proj(z_e + (layer.embed(c) - z_e))
-                codes.append(c)
-        return torch.stack(codes, dim=1)
-
-
 def factorized_rvq(dim: int, num_quantizers: int = 9, codebook_size: int = 1024,
                    codebook_dim: Union[int, Sequence[int]] = 8, quantizer_dropout: float = 0.0,
-                   commitment_weight: float = 1.0, codebook_weight: float = 1.0) -> FactorizedResidualVQ:
+                   commitment_weight: float = 1.0, codebook_weight: float = 1.0) -> ResidualVQ:
     """An RVQ of :class:`FactorizedVectorQuantizer` layers (DAC). ``codebook_dim`` may be one int or
     one per layer."""
     dims = [int(codebook_dim)] * num_quantizers if isinstance(codebook_dim, int) else [int(d) for d in codebook_dim]
     if len(dims) != num_quantizers:
         raise ValueError(f"got {len(dims)} codebook dims for {num_quantizers} quantizers")
     layers = [FactorizedVectorQuantizer(dim, codebook_size, d, commitment_weight, codebook_weight) for d in dims]
-    return FactorizedResidualVQ(layers, float(quantizer_dropout))
+    return ResidualVQ(layers, float(quantizer_dropout))

@@ -15,7 +15,7 @@ class ResidualVQ(nn.Module):
     """``num_quantizers`` layers, each quantizing the residual left by the previous ones.
 
     Args:
-        layers: the quantizer layers (each with ``forward / encode / decode`` on ``[B, D, T]``).
+        layers: the quantizer layers (each with ``forward / encode / quantize / decode`` on ``[B, D, T]``).
         quantizer_dropout: probability that a training batch uses a random number ``1..K`` of layers
             (EnCodec / DAC bitrate scalability).
 
@@ -75,8 +75,8 @@ class ResidualVQ(nn.Module):
             residual = x.float()
             codes = []
             for layer in self.layers[:n_q]:
-                c = layer.encode(residual)
-                residual = residual - layer.decode(c)
+                c, q = layer.quantize(residual)
+                residual = residual - q
                 codes.append(c)
         return torch.stack(codes, dim=1)
 

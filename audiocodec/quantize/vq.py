@@ -172,6 +172,11 @@ class VectorQuantizer(nn.Module):
         """``[B, D, T] -> codes [B, T]``."""
         return self.codebook.encode(self.project_in(x.transpose(1, 2)))
 
+    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference: ``[B, D, T] -> (codes [B, T], quantized [B, D, T])``."""
+        codes = self.encode(x)
+        return codes, self.decode(codes)
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``codes [B, T] -> [B, D, T]``."""
         return self.project_out(self.codebook.decode(codes)).transpose(1, 2)
