@@ -24,12 +24,13 @@ import torch
 
 from . import __version__
 from . import audio as audio_utils
-from .codecs import Codec, Codes, build_codec, get_config, list_codecs, load_codec, save_codec
+from .codecs import (DEFAULT_CODEC, Codec, Codes, build_codec, get_config, list_codecs, list_embedded, load_codec,
+                     save_codec)
 from .errors import AudioCodecError, ConfigError
 
-#: The codec used when ``--model`` is not given. ``None``: ``--model`` is required. Setting it to the
-#: path of an embedded trained checkpoint makes ``--model`` optional everywhere.
-DEFAULT_MODEL: Optional[str] = None
+#: The codec used when ``--model`` is not given: the embedded default codec when its weights are installed
+#: (``None`` otherwise, and then ``--model`` is required).
+DEFAULT_MODEL: Optional[str] = DEFAULT_CODEC if DEFAULT_CODEC in list_embedded() else None
 
 CODES_SUFFIX = ".npz"
 AUDIO_OUT_SUFFIX = ".wav"
@@ -52,13 +53,16 @@ def resolve_model(spec: Optional[str], device: str = "cpu", num_codebooks: Optio
     path = Path(spec).expanduser()
     if path.exists():
         codec = load_codec(path, device=dev)
+    elif spec in list_embedded():
+        codec = load_codec(spec, device=dev)
     elif spec in list_codecs():
         _warn(f"'{spec}' is a config name: the codec has RANDOM weights and its output is meaningless; "
               "pass a trained checkpoint for real use")
         codec = build_codec(spec).to(dev).prepare_for_inference()
     else:
-        raise ConfigError(f"--model {spec!r} is neither an existing checkpoint file/folder nor a known codec "
-                          f"name ({', '.join(list_codecs())})")
+        raise ConfigError(f"--model {spec!r} is neither an existing checkpoint file/folder, an embedded codec "
+                          f"({', '.join(list_embedded()) or 'none installed'}) nor a codec config name "
+                          f"({', '.join(list_codecs())})")
     if num_codebooks is not None:
         if not 1 <= num_codebooks <= codec.max_codebooks:
             raise ConfigError(f"--num-codebooks must be in 1..{codec.max_codebooks} for this codec, "
@@ -321,11 +325,16 @@ def cmd_decode(args) -> int:
 
 
 def cmd_info(args) -> int:
-    if args.model is None and DEFAULT_MODEL is None:
+    if args.model is None:
+        embedded = list_embedded()
+        if embedded:
+            print("embedded codecs (trained weights in the package; --model NAME, the first is the default):")
+            for name in sorted(embedded, key=lambda n: n != DEFAULT_CODEC):
+                print(f"  {name:<28} {load_codec(name).config.get('description', '')}")
         print("named codec configs (random weights; use with --model NAME, or load a checkpoint):")
         for name in list_codecs():
             cfg = get_config(name)
-            print(f"  {name:<20} {cfg.get('description', '')}")
+            print(f"  {name:<28} {cfg.get('description', '')}")
         return 0
     codec = resolve_model(args.model, "cpu", args.num_codebooks)
     rows = [
@@ -368,7 +377,7 @@ def cmd_convert(args) -> int:
     if src.resolve() == target.resolve():
         raise ConfigError("convert: source and destination are the same file")
     codec = load_codec(src, config=args.config, inference=False)
-    path = save_codec(codec, dst)
+    path = save_codec(codec, dst, dtype=args.dtype)
     print(f"wrote {path} ({codec.name}, {codec.sample_rate} Hz, {codec.frame_rate:g} frames/s, "
           f"{codec.max_codebooks} x {codec.cardinality} codes)")
     return 0
@@ -521,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="describe a codec, or list the named configs",
                        description="Sample rate, frame rate, codebooks, cardinality, bitrate and parameters of "
-                                   "a codec; without --model, the named configs.")
+                                   "a codec; without --model, the embedded codecs and the named configs.")
     p.add_argument("--model", "-m", default=None, metavar="M", help=model_help)
     p.add_argument("--num-codebooks", "-k", type=_positive_int, metavar="K", help="report the bitrate at K codebooks")
     p.set_defaults(func=cmd_info)
@@ -535,6 +544,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="YAML", help="config for SRC: a WavTokenizer training YAML, or an "
                                                     "audiocodec config YAML for a bare state dict")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                   help="store the weights in this precision (default: as they are; float16 halves the file)")
     p.set_defaults(func=cmd_convert)
     _add_eval_parser(sub)
 

@@ -281,3 +281,44 @@ def test_max_minutes_stops_with_a_checkpoint(tmp_path):
     c = cfg(PLAIN, max_steps=1000, max_minutes=1e-9)  # the clock is checked every 10 steps
     Trainer(c, tmp_path).fit()
     assert [ckpt.checkpoint_step(p) for p in list_checkpoints(tmp_path / "checkpoints")] == [10]
+
+
+def test_epoch_stream_runs_through_epochs_and_resumes_mid_epoch():
+    from audiocodec.train.data import EpochStream, ResumableBatchSampler
+    base = ResumableBatchSampler(10, 4, shuffle=True, seed=3, drop_last=True)   # 2 batches per epoch
+    stream = EpochStream(base, max_epochs=3, epoch_keys=True)
+    batches = list(stream)
+    assert len(batches) == 6
+    assert list(stream.positions) == [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all(e == i // 2 for i, b in enumerate(batches) for _, e in b)
+    assert [idx for idx, _ in batches[2]] != [idx for idx, _ in batches[0]]  # a new order each epoch
+    # starting at epoch 1 after its first batch gives the tail of the same sequence
+    resumed = list(EpochStream(ResumableBatchSampler(10, 4, shuffle=True, seed=3), 1, 1, 3, True))
+    assert resumed == batches[3:]
+
+
+class _PidDataset(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, key):
+        return torch.tensor([os.getpid()])
+
+    def set_epoch(self, epoch):
+        pass
+
+
+def test_trainer_loader_workers_start_once_across_epochs(tmp_path):
+    """One DataLoader serves all epochs: the same worker processes load every batch (no per-epoch restart)."""
+    trainer = Trainer(cfg(PLAIN, max_steps=1, batch_size=2, num_workers=2), run_dir=tmp_path / "run")
+    trainer.train_ds = _PidDataset()
+    trainer.sampler.num_samples = 8
+    trainer.task.collate = lambda items: torch.cat(items)
+    stream = trainer._stream()
+    pids, epochs = set(), []
+    for _ in range(12):                      # 4 batches per epoch: 3 epochs
+        pids.update(next(stream).tolist())
+        epochs.append((trainer.epoch, trainer.batch_in_epoch))
+    stream.close()
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert epochs[3] == (1, 0) and epochs[4] == (1, 1) and epochs[-1] == (3, 0)

@@ -22,18 +22,27 @@ FORMAT = "audiocodec"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def save_codec(model: Union[Codec, MelVocoder], path: Union[str, os.PathLike]) -> Path:
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def save_codec(model: Union[Codec, MelVocoder], path: Union[str, os.PathLike], dtype: Optional[str] = None) -> Path:
     """Write ``model`` as one safetensors file whose metadata holds its config.
 
     ``path`` may be a ``.safetensors`` file or a folder (``model.safetensors`` inside). The write is
-    atomic (temporary file + rename).
+    atomic (temporary file + rename). ``dtype`` (``float16`` / ``bfloat16`` / ``float32``) stores the
+    floating-point tensors in that precision (half the size in 16 bits); loading casts them back to the
+    model's fp32, so a file saved in fp16 holds exactly the fp16-rounded model.
     """
+    if dtype is not None and dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path / WEIGHTS_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     kind = "vocoder" if isinstance(model, MelVocoder) else "codec"
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(_DTYPES[dtype]) if v.is_floating_point() else v for k, v in state.items()}
     meta = {"format": FORMAT, "kind": kind, "config": json.dumps(model.config)}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file(state, str(tmp), metadata=meta)
@@ -64,6 +73,11 @@ def _read_state(path: Path) -> tuple[dict, dict]:
 
 def _resolve(source) -> Path:
     path = Path(source)
+    if not path.exists():
+        from .embedded import embedded_path
+        embedded = embedded_path(str(source))
+        if embedded is not None:
+            return embedded
     if path.is_dir():
         if (path / WEIGHTS_NAME).is_file():
             return path / WEIGHTS_NAME
@@ -80,7 +94,8 @@ def load_codec(source: Union[str, os.PathLike, Codec], config: Optional[Union[st
                device: Union[str, torch.device] = "cpu", inference: bool = True) -> Codec:
     """Load a codec from any supported checkpoint.
 
-    Accepts our safetensors files (or folders holding ``model.safetensors``), an official WavTokenizer
+    Accepts the name of a codec embedded in the package (:mod:`audiocodec.codecs.embedded`, e.g.
+    ``"wavtokenizer-75-small-mini"``), our safetensors files (or folders holding ``model.safetensors``), an official WavTokenizer
     Lightning ``.ckpt`` (``config`` may name its training YAML; otherwise the variant is inferred), an
     ``encodec`` state dict, a ``vocos`` EnCodec-features state dict, and a DAC weights file.
     ``config`` may also be one of our config dicts / YAML files for a bare state dict.

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .conv import build_conv1d, build_conv_transpose1d
+from .init import init_weights_
 from .streaming import StreamingModule, empty_like_time, stream_step
 
 
@@ -116,6 +117,10 @@ class SEANetEncoder(nn.Module, StreamingModule):
 
     A causal encoder streams (:mod:`audiocodec.nn.streaming`): chunks of any length in, the frames
     they complete out.
+
+    ``init``: ``lecun`` (default; keeps the latents' frame-to-frame variation at init, without which
+    the quantizer collapses in training, see :mod:`audiocodec.nn.init`) or ``torch`` (PyTorch's defaults,
+    as EnCodec). Irrelevant when weights are loaded.
     """
 
     def __init__(self, channels: int = 1, dimension: int = 128, n_filters: int = 32,
@@ -123,7 +128,7 @@ class SEANetEncoder(nn.Module, StreamingModule):
                  activation_params: dict | None = None, norm: str = "weight_norm", kernel_size: int = 7,
                  last_kernel_size: int = 7, residual_kernel_size: int = 3, dilation_base: int = 2,
                  causal: bool = False, pad_mode: str = "reflect", true_skip: bool = False, compress: int = 2,
-                 lstm: int = 2, bidirectional_lstm: bool = False):
+                 lstm: int = 2, bidirectional_lstm: bool = False, init: str = "lecun"):
         super().__init__()
         self.channels, self.dimension = channels, dimension
         self.ratios = list(ratios)
@@ -143,7 +148,7 @@ class SEANetEncoder(nn.Module, StreamingModule):
             model.append(SLSTM(mult * n_filters, num_layers=lstm, bidirectional=bidirectional_lstm))
         model += [make_activation(activation, **act),
                   build_conv1d(mult * n_filters, dimension, last_kernel_size, **conv)]
-        self.model = nn.Sequential(*model)
+        self.model = init_weights_(nn.Sequential(*model), init)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return self.model(wav)
@@ -165,7 +170,8 @@ class SEANetDecoder(nn.Module, StreamingModule):
                  activation_params: dict | None = None, final_activation: str | None = None,
                  norm: str = "weight_norm", kernel_size: int = 7, last_kernel_size: int = 7,
                  residual_kernel_size: int = 3, dilation_base: int = 2, causal: bool = False,
-                 pad_mode: str = "reflect", true_skip: bool = False, compress: int = 2, lstm: int = 2):
+                 pad_mode: str = "reflect", true_skip: bool = False, compress: int = 2, lstm: int = 2,
+                 init: str = "lecun"):
         super().__init__()
         self.channels, self.dimension = channels, dimension
         self.ratios = list(ratios)
@@ -189,7 +195,7 @@ class SEANetDecoder(nn.Module, StreamingModule):
                   build_conv1d(n_filters, channels, last_kernel_size, **conv)]
         if final_activation is not None:
             model.append(make_activation(final_activation))
-        self.model = nn.Sequential(*model)
+        self.model = init_weights_(nn.Sequential(*model), init)
 
     def forward(self, latents: torch.Tensor, **_) -> torch.Tensor:
         return self.model(latents)

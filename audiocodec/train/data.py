@@ -11,7 +11,8 @@ global generators; datasets with a ``set_epoch(epoch)`` method are told the epoc
 """
 from __future__ import annotations
 
-from typing import Iterator
+import collections
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -84,6 +85,37 @@ class ResumableBatchSampler(Sampler[list]):
         order = self.indices()
         for b in range(self.start_batch, len(self)):
             yield order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+
+
+class EpochStream(Sampler[list]):
+    """The batches of a :class:`ResumableBatchSampler`, epoch after epoch, for *one* DataLoader.
+
+    A DataLoader per epoch restarts its worker processes at every epoch (seconds of a stalled GPU on a
+    small corpus, where an epoch is a few steps, and more often the more ranks share it). This sampler
+    runs through all epochs in one iterator instead, so workers start once and keep prefetching across
+    epoch boundaries.
+
+    Each batch's position is queued in :attr:`positions` as ``(epoch, batches of that epoch done)`` when
+    the DataLoader draws it; batches arrive in order, so the consumer pops one position per batch it
+    receives. With ``epoch_keys`` the batches hold ``(index, epoch)`` pairs, for datasets whose items
+    depend on the epoch (``AudioCropDataset``'s crops) and that run in worker processes which never see a
+    ``set_epoch`` call.
+    """
+
+    def __init__(self, sampler: ResumableBatchSampler, epoch: int = 0, start_batch: int = 0,
+                 max_epochs: Optional[int] = None, epoch_keys: bool = False):
+        self.sampler, self.epoch, self.start_batch = sampler, int(epoch), int(start_batch)
+        self.max_epochs, self.epoch_keys = max_epochs, epoch_keys
+        self.positions: collections.deque = collections.deque()
+
+    def __iter__(self) -> Iterator[list]:
+        epoch, start = self.epoch, self.start_batch
+        while self.max_epochs is None or epoch < self.max_epochs:
+            self.sampler.set_epoch(epoch, start)
+            for b, batch in enumerate(self.sampler, start=start + 1):
+                self.positions.append((epoch, b))
+                yield [(i, epoch) for i in batch] if self.epoch_keys else batch
+            epoch, start = epoch + 1, 0
 
 
 def move_to(batch, device: torch.device, non_blocking: bool = True):

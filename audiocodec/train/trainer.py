@@ -82,7 +82,7 @@ from ..config import merge, parse_override
 from ..errors import CheckpointError, ConfigError
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
-from .data import ResumableBatchSampler, batch_position, mix_seed, move_to, samples_position, worker_seed
+from .data import EpochStream, ResumableBatchSampler, batch_position, mix_seed, move_to, samples_position, worker_seed
 from .optim import EMA, build_optimizer, build_scheduler, optim_config
 from .task import TASKS, Task
 
@@ -606,21 +606,27 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------------
     def _stream(self):
-        """Batches forever (or for ``max_epochs``), keeping ``epoch`` / ``batch_in_epoch`` current."""
+        """Batches forever (or up to ``max_epochs``), keeping ``epoch`` / ``batch_in_epoch`` current.
+
+        One DataLoader serves every epoch (:class:`~audiocodec.train.data.EpochStream`), so its workers
+        start once. Datasets with a ``set_epoch`` method get ``(index, epoch)`` keys instead of calls.
+        """
         t, d = self.tcfg, self.dist
-        while t["max_epochs"] is None or self.epoch < t["max_epochs"]:
-            self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
-            if hasattr(self.train_ds, "set_epoch"):
-                self.train_ds.set_epoch(self.epoch)
-            if self.batch_in_epoch < len(self.sampler):
-                loader = DataLoader(self.train_ds, batch_sampler=self.sampler, num_workers=t["num_workers"],
-                                    collate_fn=self.task.collate, pin_memory=d.device.type == "cuda",
-                                    generator=worker_seed(t["seed"], self.epoch, d.rank))
-                for batch in loader:
-                    self.batch_in_epoch += 1
-                    yield batch
-            self.epoch += 1
-            self.batch_in_epoch = 0
+        epoch_keys = hasattr(self.train_ds, "set_epoch")
+        if epoch_keys:
+            self.train_ds.set_epoch(self.epoch)
+        batches = EpochStream(self.sampler, self.epoch, self.batch_in_epoch, t["max_epochs"], epoch_keys)
+        extra = {"prefetch_factor": 4, "persistent_workers": False} if t["num_workers"] > 0 else {}
+        loader = DataLoader(self.train_ds, batch_sampler=batches, num_workers=t["num_workers"],
+                            collate_fn=self.task.collate, pin_memory=d.device.type == "cuda",
+                            generator=worker_seed(t["seed"], self.epoch, d.rank), **extra)
+        for batch in loader:
+            self.epoch, self.batch_in_epoch = batches.positions.popleft()
+            if self.batch_in_epoch == len(self.sampler):  # the epoch's last batch: the next one starts a new epoch
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            yield batch
+        if t["max_epochs"] is not None:
+            self.epoch, self.batch_in_epoch = max(self.epoch, t["max_epochs"]), 0
 
     def _optimizer_step(self, name: str) -> torch.Tensor:
         if name in self._stepped:

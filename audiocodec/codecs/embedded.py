@@ -1,0 +1,40 @@
+"""Codecs shipped inside the package (``audiocodec/assets``): trained weights that need no download.
+
+Each embedded codec is an audiocodec safetensors file (fp16 weights, config in its metadata) with a model
+card beside it (``<name>.md``: training data, duration, held-out metrics). :func:`load_codec` accepts
+their names, and the command line uses :data:`DEFAULT_CODEC` when ``--model`` is not given.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+#: Embedded codec names -> file names in :data:`ASSETS_DIR`.
+EMBEDDED_CODECS = {
+    "wavtokenizer-75-small-mini": "wavtokenizer-75-small-mini.safetensors",
+}
+
+#: The codec used when none is named (command line, demo).
+DEFAULT_CODEC = "wavtokenizer-75-small-mini"
+
+
+def list_embedded() -> list[str]:
+    """Names of the embedded codecs whose weights are present in this installation."""
+    return sorted(n for n, f in EMBEDDED_CODECS.items() if (ASSETS_DIR / f).is_file())
+
+
+def embedded_path(name: str) -> Optional[Path]:
+    """The weights file of embedded codec ``name``, or None when ``name`` is not one (or is missing)."""
+    file = EMBEDDED_CODECS.get(str(name))
+    if file is None or not (ASSETS_DIR / file).is_file():
+        return None
+    return ASSETS_DIR / file
+
+
+def model_card(name: str) -> Optional[str]:
+    """The model card (Markdown) of embedded codec ``name``, or None."""
+    file = EMBEDDED_CODECS.get(str(name))
+    card = ASSETS_DIR / Path(file).with_suffix(".md").name if file else None
+    return card.read_text() if card is not None and card.is_file() else None
