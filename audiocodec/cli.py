@@ -549,6 +549,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
     _add_eval_parser(sub)
 
+    p = sub.add_parser("extract-tokens", help="encode a manifest into sharded token files (for LM training)",
+                       description="Encode every clip of a jsonl manifest with a codec into token shards "
+                                   "(OUTDIR/shard-r<rank>-<n>.npz: tokens + the manifest records), batched by "
+                                   "duration, resumable (ids already in OUTDIR are skipped), and sharded by rank "
+                                   "under torchrun (torchrun --nproc_per_node N -m audiocodec extract-tokens ...).")
+    p.add_argument("manifest", metavar="MANIFEST", help="jsonl manifest (path, duration, text, speaker, ...)")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="token folder")
+    p.add_argument("--model", "-m", **model_kw)
+    p.add_argument("--num-codebooks", "-k", type=_positive_int, metavar="K", help="codebooks to keep (RVQ)")
+    p.add_argument("--device", default="auto", help="torch device (default: auto; cuda:LOCAL_RANK under torchrun)")
+    p.add_argument("--batch-size", "-b", type=_positive_int, default=16, metavar="N", help="clips per batch (16)")
+    p.add_argument("--max-batch-seconds", type=float, default=None, metavar="S",
+                   help="cap on padded audio seconds per batch (bounds memory with long clips)")
+    p.add_argument("--shard-size", type=_positive_int, default=1000, metavar="N", help="clips per shard (1000)")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="audio loading processes (2)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_extract_tokens)
+
     # commands that own their argument parsing: everything after the name is passed on
     for name, help_text in (("train", "train a model from a recipe config (run under torchrun for many GPUs)"),
                             ("prepare", "write a jsonl manifest for a corpus in its official layout")):
@@ -556,6 +574,29 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_delegate(name))
     return parser
+
+
+def cmd_extract_tokens(args) -> int:
+    from .data.extract import extract_tokens
+    from .train.distributed import barrier, init_distributed, shutdown
+    device = None if args.device == "auto" else _device(args.device)
+    dist_info = init_distributed("auto" if device is None else device.type)
+    try:
+        device = dist_info.device if device is None or device.type == "cuda" else device
+        codec = resolve_model(args.model, str(device), args.num_codebooks)
+        stats = extract_tokens(args.manifest, args.output, codec, batch_size=args.batch_size,
+                               max_batch_seconds=args.max_batch_seconds, shard_size=args.shard_size,
+                               num_workers=args.workers, rank=dist_info.rank, world_size=dist_info.world_size,
+                               progress=not args.quiet)
+        barrier()
+    finally:
+        shutdown(dist_info)
+    who = f"rank {dist_info.rank}: " if dist_info.distributed else ""
+    print(f"{who}encoded {stats['encoded']} clip(s) into {len(stats['shards'])} shard(s) in {args.output}; "
+          f"{stats['skipped_existing']} already there, {len(stats['failed'])} failed", file=sys.stderr)
+    for item, reason in list(stats["failed"].items())[:20]:
+        print(f"  failed {item}: {reason}", file=sys.stderr)
+    return 1 if stats["failed"] else 0
 
 
 def _delegate(name: str) -> Callable:
