@@ -289,7 +289,7 @@ def test_epoch_stream_runs_through_epochs_and_resumes_mid_epoch():
     stream = EpochStream(base, max_epochs=3, epoch_keys=True)
     batches = list(stream)
     assert len(batches) == 6
-    assert list(stream.positions) == [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]
+    assert list(stream.positions) == [(e, b, b == 2) for e in range(3) for b in (1, 2)]
     assert all(e == i // 2 for i, b in enumerate(batches) for _, e in b)
     assert [idx for idx, _ in batches[2]] != [idx for idx, _ in batches[0]]  # a new order each epoch
     # starting at epoch 1 after its first batch gives the tail of the same sequence
@@ -322,3 +322,28 @@ def test_trainer_loader_workers_start_once_across_epochs(tmp_path):
     stream.close()
     assert len(pids) == 2 and os.getpid() not in pids
     assert epochs[3] == (1, 0) and epochs[4] == (1, 1) and epochs[-1] == (3, 0)
+
+
+def test_bucket_batch_sampler_limits_padding_and_splits_ranks_evenly():
+    from audiocodec.train.data import BucketBatchSampler
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 200, (500,), generator=g).tolist() + [900]   # one item longer than max_tokens
+    samplers = [BucketBatchSampler(lengths, max_tokens=1000, rank=r, world_size=3, seed=1, bucket_size=100)
+                for r in range(3)]
+    for s in samplers:
+        s.set_epoch(2)
+    batches = [list(s) for s in samplers]
+    assert len({len(b) for b in batches}) == 1 and len(batches[0]) == len(samplers[0])
+    seen = [i for rank in batches for b in rank for i in b]
+    assert len(seen) == len(set(seen)) and len(seen) > 0.9 * len(lengths)     # at most 2 batches dropped to even out ranks
+    padded = sum(len(b) * max(lengths[i] for i in b) for rank in batches for b in rank)
+    assert padded < 1.15 * sum(lengths[i] for i in seen)                      # buckets keep padding small
+    for rank in batches:
+        for b in rank:
+            assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 1000
+    # deterministic per (seed, epoch), different across epochs, resumable mid-epoch
+    again = BucketBatchSampler(lengths, 1000, 1, 3, seed=1, bucket_size=100)
+    again.set_epoch(2, start_batch=3)
+    assert list(again) == batches[1][3:]
+    again.set_epoch(3)
+    assert list(again) != batches[1]

@@ -87,6 +87,73 @@ class ResumableBatchSampler(Sampler[list]):
             yield order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
 
 
+class BucketBatchSampler(Sampler[list]):
+    """Length-bucketed dynamic batches for one rank, resumable at any batch of an epoch.
+
+    Items of similar length are batched together so that padding stays small, and each batch holds as
+    many items as fit in ``max_tokens`` padded tokens (``len(batch) * longest <= max_tokens``, at most
+    ``max_items``). Epoch ``e``: shuffle from ``(seed, e)``, sort chunks of ``bucket_size`` items by length,
+    cut them into batches, shuffle the batches, then deal them round-robin to the ranks (every rank gets
+    the same number; the few left over are dropped this epoch). Same interface as
+    :class:`ResumableBatchSampler` (``set_epoch(epoch, start_batch)``, ``len``, iteration).
+
+    Args:
+        lengths: tokens (or frames, or samples) of each item.
+        max_tokens: padded tokens per batch; an item longer than this gets a batch of its own.
+        bucket_size: items sorted together (larger: less padding, less randomness).
+    """
+
+    def __init__(self, lengths, max_tokens: int, rank: int = 0, world_size: int = 1, shuffle: bool = True,
+                 seed: int = 0, max_items: Optional[int] = None, bucket_size: int = 1000):
+        if max_tokens <= 0:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)
+        if self.lengths.numel() == 0:
+            raise ValueError("the dataset is empty")
+        self.max_tokens, self.max_items, self.bucket_size = int(max_tokens), max_items, int(bucket_size)
+        self.rank, self.world_size, self.shuffle, self.seed = int(rank), int(world_size), shuffle, int(seed)
+        self.epoch, self.start_batch = 0, 0
+        self._cache: tuple = (None, [])
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
+
+    def _all_batches(self) -> list[list[int]]:
+        if self._cache[0] == self.epoch:
+            return self._cache[1]
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, 11))
+        order = torch.randperm(len(self.lengths), generator=g) if self.shuffle else torch.arange(len(self.lengths))
+        batches: list[list[int]] = []
+        for start in range(0, len(order), self.bucket_size):
+            chunk = order[start:start + self.bucket_size]
+            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)].tolist()
+            current, longest = [], 0
+            for i in chunk:
+                n = int(self.lengths[i])
+                full = self.max_items is not None and len(current) >= self.max_items
+                if current and (full or max(longest, n) * (len(current) + 1) > self.max_tokens):
+                    batches.append(current)
+                    current, longest = [], 0
+                current.append(i)
+                longest = max(longest, n)
+            if current:
+                batches.append(current)
+        if self.shuffle:
+            perm = torch.randperm(len(batches), generator=g).tolist()
+            batches = [batches[j] for j in perm]
+        usable = len(batches) - len(batches) % self.world_size
+        self._cache = (self.epoch, batches[:usable])
+        return self._cache[1]
+
+    def __len__(self) -> int:
+        """Batches of this rank in the current epoch."""
+        return len(self._all_batches()) // self.world_size
+
+    def __iter__(self) -> Iterator[list]:
+        mine = self._all_batches()[self.rank::self.world_size]
+        yield from mine[self.start_batch:]
+
+
 class EpochStream(Sampler[list]):
     """The batches of a :class:`ResumableBatchSampler`, epoch after epoch, for *one* DataLoader.
 
@@ -95,8 +162,8 @@ class EpochStream(Sampler[list]):
     runs through all epochs in one iterator instead, so workers start once and keep prefetching across
     epoch boundaries.
 
-    Each batch's position is queued in :attr:`positions` as ``(epoch, batches of that epoch done)`` when
-    the DataLoader draws it; batches arrive in order, so the consumer pops one position per batch it
+    Each batch's position is queued in :attr:`positions` as ``(epoch, batches of that epoch done, last of
+    the epoch)`` when the DataLoader draws it; batches arrive in order, so the consumer pops one position per batch it
     receives. With ``epoch_keys`` the batches hold ``(index, epoch)`` pairs, for datasets whose items
     depend on the epoch (``AudioCropDataset``'s crops) and that run in worker processes which never see a
     ``set_epoch`` call.
@@ -112,8 +179,9 @@ class EpochStream(Sampler[list]):
         epoch, start = self.epoch, self.start_batch
         while self.max_epochs is None or epoch < self.max_epochs:
             self.sampler.set_epoch(epoch, start)
+            n = len(self.sampler)
             for b, batch in enumerate(self.sampler, start=start + 1):
-                self.positions.append((epoch, b))
+                self.positions.append((epoch, b, b == n))
                 yield [(i, epoch) for i in batch] if self.epoch_keys else batch
             epoch, start = epoch + 1, 0
 

@@ -45,6 +45,15 @@ class Task:
         """A map-style dataset; the trainer batches it (``trainer.batch_size`` per rank)."""
         raise NotImplementedError
 
+    def batch_sampler(self, dataset: Dataset, rank: int, world_size: int, seed: int, shuffle: bool):
+        """This rank's training batches, or ``None`` for fixed-size batches of ``trainer.batch_size``.
+
+        Override for dynamic batches (e.g. :class:`~audiocodec.train.data.BucketBatchSampler`); the
+        sampler must have ``set_epoch(epoch, start_batch)``, ``len`` (batches of this rank in the current
+        epoch, the same on every rank) and yield lists of indices, deterministically from ``seed`` and the
+        epoch, so resuming is exact."""
+        return None
+
     def val_dataset(self) -> Optional[Dataset]:
         """A map-style validation dataset, or ``None`` (no validation)."""
         return None

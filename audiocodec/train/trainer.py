@@ -498,8 +498,10 @@ class Trainer:
 
         # data
         self.train_ds = self.task.train_dataset()
-        self.sampler = ResumableBatchSampler(len(self.train_ds), t["batch_size"], d.rank, d.world_size,
-                                             shuffle=t["shuffle"], seed=t["seed"], drop_last=t["drop_last"])
+        self.sampler = self.task.batch_sampler(self.train_ds, d.rank, d.world_size, t["seed"], t["shuffle"])
+        if self.sampler is None:
+            self.sampler = ResumableBatchSampler(len(self.train_ds), t["batch_size"], d.rank, d.world_size,
+                                                 shuffle=t["shuffle"], seed=t["seed"], drop_last=t["drop_last"])
         if len(self.sampler) == 0:
             raise ConfigError(f"the training set ({len(self.train_ds)} items over {d.world_size} ranks) is smaller "
                               f"than one batch (trainer.batch_size={t['batch_size']}); lower the batch size")
@@ -621,8 +623,8 @@ class Trainer:
                             collate_fn=self.task.collate, pin_memory=d.device.type == "cuda",
                             generator=worker_seed(t["seed"], self.epoch, d.rank), **extra)
         for batch in loader:
-            self.epoch, self.batch_in_epoch = batches.positions.popleft()
-            if self.batch_in_epoch == len(self.sampler):  # the epoch's last batch: the next one starts a new epoch
+            self.epoch, self.batch_in_epoch, last = batches.positions.popleft()
+            if last:  # the epoch's last batch: the next one starts a new epoch
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             yield batch
         if t["max_epochs"] is not None:
