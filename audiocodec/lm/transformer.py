@@ -1,0 +1,381 @@
+"""A decoder-only transformer over one or several parallel token streams (LLaMA-style blocks).
+
+Each block: RMSNorm -> causal self-attention (rotary positions, optional grouped-query heads) ->
+[RMSNorm -> cross-attention over a condition memory] -> RMSNorm -> SwiGLU MLP, each sub-layer residual.
+
+Streams: ``num_codebooks`` K parallel token streams share the trunk. Each has its own embedding table
+(the input of a step is the sum of the K embeddings) and its own output head, so one class serves a
+TTS LM (K=1, one vocabulary holding text and speech tokens) and a codebook LM for songs (K codebooks,
+usually with a delay pattern and cross-attention to the lyrics/style memory).
+
+Padding and positions: a padding mask ``[B, T]`` (True = real token) gives each row its own rotary
+positions (0 at its first real token), so left-padded prompts behave as if each were alone; padded
+slots are never attended to. Incremental decoding goes through :class:`~audiocodec.lm.kv_cache.KVCache`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import CodesError, ConfigError
+from .kv_cache import KVCache, LayerKVCache
+
+
+class RMSNorm(nn.Module):
+    """``x / rms(x) * weight`` over the last axis, computed in fp32: ``[..., D] -> [..., D]``."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * self.weight.float()).type_as(x)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (rotate-half layout) with frequencies ``theta ** (-2i / head_dim)``."""
+
+    def __init__(self, head_dim: int, theta: float = 10000.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ConfigError(f"rotary embeddings need an even head dim, got {head_dim}")
+        inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``positions [B, T]`` (long) -> ``(cos, sin)`` each ``[B, 1, T, head_dim / 2]`` fp32."""
+        angles = positions.float()[:, None, :, None] * self.inv_freq
+        return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x [B, H, T, Dh]`` by the angles of ``cos``, ``sin`` ``[B, 1, T, Dh / 2]``."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).type_as(x)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head causal self-attention with rotary positions and ``num_kv_heads`` key/value heads
+    (grouped-query attention when fewer than ``num_heads``). ``[B, T, D] -> [B, T, D]``."""
+
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.head_dim = dim // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(dim, num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(dim, num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(dim, num_kv_heads * self.head_dim, bias=False)
+        self.out_proj = nn.Linear(num_heads * self.head_dim, dim, bias=False)
+
+    def _heads(self, x: torch.Tensor, num_heads: int) -> torch.Tensor:
+        return x.unflatten(-1, (num_heads, self.head_dim)).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Optional[torch.Tensor],
+                cache: Optional[LayerKVCache] = None, slots: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x [B, T, D]``; ``mask [B, 1, T, S]`` bool (True = may attend) or None for plain causal
+        attention over ``x`` itself. With ``cache``, the new keys/values go to ``slots [T]`` and
+        attention spans the first ``S`` cached slots."""
+        q = apply_rotary(self._heads(self.q_proj(x), self.num_heads), cos, sin)
+        k = apply_rotary(self._heads(self.k_proj(x), self.num_kv_heads), cos, sin)
+        v = self._heads(self.v_proj(x), self.num_kv_heads)
+        if cache is not None:
+            keys, values = cache.write(k, v, slots)
+            span = mask.shape[-1]
+            k, v = keys[:, :, :span].to(q.dtype), values[:, :, :span].to(q.dtype)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.num_kv_heads != self.num_heads)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from the sequence to a condition memory (no positions, no causality).
+
+    ``[B, T, D]`` attends to keys/values projected from ``memory [B, M, memory_dim]``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, memory_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.head_dim = dim // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(dim, num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(memory_dim, num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(memory_dim, num_kv_heads * self.head_dim, bias=False)
+        self.out_proj = nn.Linear(num_heads * self.head_dim, dim, bias=False)
+
+    def memory_keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``memory [B, M, memory_dim] -> (keys, values)`` each ``[B, H_kv, M, Dh]``."""
+        k = self.k_proj(memory).unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        v = self.v_proj(memory).unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        return k, v
+
+    def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                memory_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """``x [B, T, D]``, ``keys``/``values [B, H_kv, M, Dh]``, ``memory_mask [B, M]`` bool
+        (True = real frame) -> ``[B, T, D]``. A row whose memory is all padding gets a zero update."""
+        q = self.q_proj(x).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+        keys, values = keys.to(q.dtype), values.to(q.dtype)
+        mask = empty_rows = None
+        if memory_mask is not None:
+            empty_rows = ~memory_mask.any(-1)  # [B]
+            # an all-masked softmax is undefined: let such rows attend everywhere, then zero their output
+            mask = (memory_mask | empty_rows[:, None])[:, None, None, :]
+        out = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.num_kv_heads != self.num_heads)
+        if empty_rows is not None:
+            out = out.masked_fill(empty_rows[:, None, None, None], 0.0)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+
+class SwiGLU(nn.Module):
+    """``down(silu(gate(x)) * up(x))``: ``[..., D] -> [..., D]`` through ``hidden_dim``."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden_dim, bias=False)
+        self.up_proj = nn.Linear(dim, hidden_dim, bias=False)
+        self.down_proj = nn.Linear(hidden_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: self-attention -> optional cross-attention -> SwiGLU, each residual.
+    ``[B, T, D] -> [B, T, D]``."""
+
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, ffn_dim: int,
+                 memory_dim: Optional[int] = None, dropout: float = 0.0, attention_dropout: float = 0.0,
+                 norm_eps: float = 1e-5):
+        super().__init__()
+        self.attn_norm = RMSNorm(dim, norm_eps)
+        self.attn = SelfAttention(dim, num_heads, num_kv_heads, attention_dropout)
+        self.cross_norm = self.cross_attn = None
+        if memory_dim is not None:
+            self.cross_norm = RMSNorm(dim, norm_eps)
+            self.cross_attn = CrossAttention(dim, num_heads, num_kv_heads, memory_dim, attention_dropout)
+        self.mlp_norm = RMSNorm(dim, norm_eps)
+        self.mlp = SwiGLU(dim, ffn_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def residual_projections(self) -> list[nn.Linear]:
+        """The layers that write into the residual stream (scaled down at init)."""
+        out = [self.attn.out_proj, self.mlp.down_proj]
+        return out + ([self.cross_attn.out_proj] if self.cross_attn is not None else [])
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Optional[torch.Tensor],
+                cache: Optional[LayerKVCache] = None, slots: Optional[torch.Tensor] = None,
+                memory_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                memory_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, cache, slots))
+        if self.cross_attn is not None:
+            x = x + self.dropout(self.cross_attn(self.cross_norm(x), *memory_kv, memory_mask))
+        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+
+
+def swiglu_hidden_dim(dim: int, multiple_of: int = 64) -> int:
+    """LLaMA's SwiGLU width: ``8/3 * dim`` rounded up to a multiple of ``multiple_of``."""
+    return multiple_of * math.ceil(8 * dim / 3 / multiple_of)
+
+
+class TransformerLM(nn.Module):
+    """Decoder-only LM over ``num_codebooks`` parallel token streams.
+
+    ``tokens [B, K, T]`` (long, ``0 <= token < vocab_size``) -> ``logits [B, K, T, vocab_size]``,
+    where ``logits[:, k, t]`` predicts stream ``k`` at step ``t + 1``.
+
+    Args:
+        vocab_size: entries of each stream's embedding table and output head.
+        dim: model width D; ``num_heads`` must divide it.
+        num_layers, num_heads: depth and attention heads.
+        num_kv_heads: key/value heads (grouped-query attention); default ``num_heads``.
+        num_codebooks: parallel token streams K.
+        ffn_dim: SwiGLU hidden width; default :func:`swiglu_hidden_dim` of ``dim``.
+        cross_attention: add a cross-attention sub-layer over a condition memory to every block.
+        memory_dim: width of the memory; default ``dim``.
+        dropout: on every residual branch; attention_dropout: on attention weights.
+        tie_embeddings: output head ``k`` reuses embedding table ``k``.
+        rope_theta: rotary base; norm_eps: RMSNorm epsilon.
+        init_std: std of the normal init of every linear and embedding; projections into the residual
+            stream get ``init_std / sqrt(number of residual branches)`` (GPT-2 / LLaMA).
+    """
+
+    def __init__(self, vocab_size: int, dim: int, num_layers: int, num_heads: int,
+                 num_kv_heads: Optional[int] = None, num_codebooks: int = 1, ffn_dim: Optional[int] = None,
+                 cross_attention: bool = False, memory_dim: Optional[int] = None, dropout: float = 0.0,
+                 attention_dropout: float = 0.0, tie_embeddings: bool = False, rope_theta: float = 10000.0,
+                 norm_eps: float = 1e-5, init_std: float = 0.02):
+        super().__init__()
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        for name, value in (("vocab_size", vocab_size), ("dim", dim), ("num_layers", num_layers),
+                            ("num_heads", num_heads), ("num_kv_heads", num_kv_heads),
+                            ("num_codebooks", num_codebooks)):
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"TransformerLM: {name} must be a positive int, got {value!r}")
+        if dim % num_heads:
+            raise ConfigError(f"TransformerLM: num_heads={num_heads} must divide dim={dim}")
+        if num_heads % num_kv_heads:
+            raise ConfigError(f"TransformerLM: num_kv_heads={num_kv_heads} must divide num_heads={num_heads}")
+        if memory_dim is not None and not cross_attention:
+            raise ConfigError("TransformerLM: memory_dim is set but cross_attention is False")
+        for name, p in (("dropout", dropout), ("attention_dropout", attention_dropout)):
+            if not 0.0 <= p < 1.0:
+                raise ConfigError(f"TransformerLM: {name} must be in [0, 1), got {p}")
+        self.vocab_size, self.dim, self.num_codebooks = vocab_size, dim, num_codebooks
+        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, dim // num_heads
+        self.memory_dim = (memory_dim or dim) if cross_attention else None
+        self.tie_embeddings = tie_embeddings
+        self.embeddings = nn.ModuleList(nn.Embedding(vocab_size, dim) for _ in range(num_codebooks))
+        self.rotary = RotaryEmbedding(self.head_dim, rope_theta)
+        self.layers = nn.ModuleList(
+            TransformerBlock(dim, num_heads, num_kv_heads, ffn_dim or swiglu_hidden_dim(dim), self.memory_dim,
+                             dropout, attention_dropout, norm_eps) for _ in range(num_layers))
+        self.norm = RMSNorm(dim, norm_eps)
+        self.heads = None if tie_embeddings else nn.ModuleList(
+            nn.Linear(dim, vocab_size, bias=False) for _ in range(num_codebooks))
+        self._init_weights(init_std)
+
+    @torch.no_grad()
+    def _init_weights(self, std: float):
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, mean=0.0, std=std)
+        residuals = [p for layer in self.layers for p in layer.residual_projections()]
+        for proj in residuals:
+            nn.init.normal_(proj.weight, mean=0.0, std=std / math.sqrt(len(residuals)))
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def new_cache(self, batch_size: int, max_len: int, device: Optional[torch.device] = None,
+                  dtype: Optional[torch.dtype] = None, static_shapes: bool = False) -> KVCache:
+        """An empty :class:`KVCache` for ``batch_size`` rows of at most ``max_len`` tokens (prompt
+        included), on the model's device and dtype unless given."""
+        p = next(self.parameters())
+        return KVCache(self.num_layers, batch_size, self.num_kv_heads, self.head_dim, max_len,
+                       device=device or p.device, dtype=dtype or p.dtype, static_shapes=static_shapes)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens [B, K, T] -> [B, T, D]``: the sum of the K streams' embeddings."""
+        return sum(table(tokens[:, k]) for k, table in enumerate(self.embeddings))
+
+    def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``hidden [B, T, D]`` (final-normed) -> ``logits [B, K, T, V]``."""
+        if self.heads is None:
+            return torch.stack([F.linear(hidden, table.weight) for table in self.embeddings], dim=1)
+        return torch.stack([head(hidden) for head in self.heads], dim=1)
+
+    def forward(self, tokens: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
+                memory: Optional[torch.Tensor] = None, memory_mask: Optional[torch.Tensor] = None,
+                cache: Optional[KVCache] = None) -> torch.Tensor:
+        """``tokens [B, K, T]`` -> ``logits [B, K, T, V]``.
+
+        padding_mask: ``[B, T]`` bool, True = real token, False = padding (never attended to, gets no
+            position). Default: all real. Rotary positions count the real tokens of each row from 0 (or
+            from where the row's cached tokens stopped).
+        memory: ``[B, M, memory_dim]`` condition for cross-attention, with ``memory_mask [B, M]`` bool
+            (True = real frame). With a cache, the memory is read on the first call and kept in the
+            cache; later calls may leave it out (if given again it is ignored).
+        cache: a :class:`KVCache` from :meth:`new_cache`; the tokens are appended to it and attend to
+            everything cached before them.
+        """
+        batch, num_tokens = self._check_inputs(tokens, padding_mask, memory, memory_mask, cache)
+        device = tokens.device
+        valid = (padding_mask if padding_mask is not None
+                 else torch.ones(batch, num_tokens, dtype=torch.bool, device=device))
+
+        if cache is None:
+            slots = None
+            positions = (valid.long().cumsum(-1) - 1).masked_fill(~valid, -1)
+            if padding_mask is None:
+                mask = None  # plain causal attention: the fast kernels
+            else:
+                mask = attention_mask(torch.arange(num_tokens, device=device), valid)
+        else:
+            slots, positions = cache.append(valid)
+            mask = attention_mask(slots, cache.key_valid[:, :cache.attend_len])
+
+        memory_kv, memory_mask = self._memory_keys_values(memory, memory_mask, cache)
+        cos, sin = self.rotary(positions)
+        x = self.embed(tokens)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, cache.layers[i] if cache is not None else None, slots,
+                      memory_kv[i], memory_mask)
+        return self.output_logits(self.norm(x))
+
+    def _memory_keys_values(self, memory, memory_mask, cache) -> tuple[list, Optional[torch.Tensor]]:
+        """Per-layer cross-attention ``(keys, values)`` (``None`` entries without cross-attention) and the
+        memory mask: from the cache when it has them, else projected from ``memory`` (and cached)."""
+        if self.memory_dim is None:
+            return [None] * self.num_layers, None
+        if cache is not None and cache.has_memory:
+            return cache.memory, cache.memory_mask
+        memory_kv = [layer.cross_attn.memory_keys_values(memory) for layer in self.layers]
+        if cache is not None:
+            cache.set_memory(memory_kv, memory_mask)
+        return memory_kv, memory_mask
+
+    def _check_inputs(self, tokens, padding_mask, memory, memory_mask, cache) -> tuple[int, int]:
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3 or tokens.shape[1] != self.num_codebooks:
+            got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise ValueError(f"expected tokens [B, K={self.num_codebooks}, T], got {got}"
+                             + ("; add the stream axis with tokens[:, None]"
+                                if isinstance(tokens, torch.Tensor) and tokens.dim() == 2 else ""))
+        if tokens.dtype not in (torch.long, torch.int32, torch.int64):
+            raise ValueError(f"expected integer tokens, got {tokens.dtype}")
+        batch, _, num_tokens = tokens.shape
+        if num_tokens == 0:
+            raise ValueError("expected at least one token (T >= 1)")
+        # a range check costs a host sync: do it on full sequences (training, prefill), not per decode step
+        if cache is None or num_tokens > 1:
+            low, high = int(tokens.min()), int(tokens.max())
+            if low < 0 or high >= self.vocab_size:
+                raise CodesError(f"tokens must be in [0, {self.vocab_size}), got values in [{low}, {high}]")
+        if padding_mask is not None and (padding_mask.shape != (batch, num_tokens) or padding_mask.dtype != torch.bool):
+            raise ValueError(f"expected padding_mask bool [B={batch}, T={num_tokens}], "
+                             f"got {padding_mask.dtype} {tuple(padding_mask.shape)}")
+        if cache is not None:
+            if cache.batch_size != batch or cache.num_layers != self.num_layers or \
+                    cache.num_kv_heads != self.num_kv_heads or cache.head_dim != self.head_dim:
+                raise ValueError(f"cache does not fit: batch {cache.batch_size}, {cache.num_layers} layers, "
+                                 f"{cache.num_kv_heads} kv heads of {cache.head_dim}; tokens have batch {batch} "
+                                 f"and the model {self.num_layers} layers, {self.num_kv_heads} kv heads of "
+                                 f"{self.head_dim}")
+        if self.memory_dim is None:
+            if memory is not None or memory_mask is not None:
+                raise ValueError("memory given but the model has no cross-attention (cross_attention=False)")
+            return batch, num_tokens
+        if cache is not None and cache.has_memory:
+            return batch, num_tokens
+        if memory is None:
+            raise ValueError(f"this model cross-attends: pass memory [B, M, {self.memory_dim}]")
+        if memory.dim() != 3 or memory.shape[0] != batch or memory.shape[2] != self.memory_dim:
+            raise ValueError(f"expected memory [B={batch}, M, {self.memory_dim}], got {tuple(memory.shape)}")
+        if memory_mask is not None and (memory_mask.shape != memory.shape[:2] or memory_mask.dtype != torch.bool):
+            raise ValueError(f"expected memory_mask bool [B={batch}, M={memory.shape[1]}], "
+                             f"got {memory_mask.dtype} {tuple(memory_mask.shape)}")
+        return batch, num_tokens
+
+
+def attention_mask(query_slots: torch.Tensor, key_valid: torch.Tensor) -> torch.Tensor:
+    """Causal mask with padding: ``[B, 1, Tq, S]`` bool, True where a query may attend.
+
+    ``query_slots [Tq]`` are the slots of the queries among ``S`` key slots; ``key_valid [B, S]`` marks
+    real tokens. A query sees the valid keys at or before its slot, and always its own slot, so a padded
+    query has one finite (ignored) output instead of an undefined all-masked softmax.
+    """
+    key_slots = torch.arange(key_valid.shape[1], device=key_valid.device)
+    causal = key_slots[None, :] <= query_slots[:, None]  # [Tq, S]
+    own = key_slots[None, :] == query_slots[:, None]
+    return ((causal[None] & key_valid[:, None, :]) | own[None])[:, None]
