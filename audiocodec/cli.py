@@ -567,6 +567,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_extract_tokens)
 
+    p = sub.add_parser("tts", help="text -> speech with a trained TTS model",
+                       description="Speak TEXT with a TTS model (audiocodec.TTS.load). With --voice (and its "
+                                   "transcript --voice-text) the voice is cloned from a reference clip.")
+    p.add_argument("text", metavar="TEXT", help="what to say (or @FILE to read it from a file)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.wav", help="output wav file")
+    p.add_argument("--model", "-m", required=True, metavar="TTS", help="TTS model folder or file")
+    p.add_argument("--codec", default=None, metavar="M", help="codec (default: the one the model records)")
+    p.add_argument("--voice", default=None, metavar="REF.wav", help="reference clip of the voice to clone")
+    p.add_argument("--voice-text", default=None, metavar="TEXT", help="transcript of --voice")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=25)
+    p.add_argument("--top-p", type=float, default=0.8)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--greedy", action="store_true", help="argmax decoding (deterministic)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stream", action="store_true", help="generate in streaming mode and report latency")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_tts)
+
+    p = sub.add_parser("eval-tts", help="synthesise a test manifest and score it (MCD-DTW, duration, WER)",
+                       description="Speak each record's text (cloning the voice from another clip of the same "
+                                   "speaker) and compare with the record's audio: mel-cepstral distortion after DTW, "
+                                   "duration ratio, and WER/CER with a local ASR model (--asr-model).")
+    p.add_argument("manifest", metavar="MANIFEST")
+    p.add_argument("--model", "-m", required=True, metavar="TTS")
+    p.add_argument("--codec", default=None, metavar="M")
+    p.add_argument("--asr-model", default=None, metavar="DIR", help="local transformers ASR model for WER/CER")
+    p.add_argument("--no-clone", action="store_true", help="do not clone voices (use the model's own voice)")
+    p.add_argument("--limit", type=int, default=None, help="score the first N records")
+    p.add_argument("--out", default=None, metavar="DIR", help="write the syntheses and metrics.json here")
+    p.add_argument("--greedy", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval_tts)
+
     # commands that own their argument parsing: everything after the name is passed on
     for name, help_text in (("train", "train a model from a recipe config (run under torchrun for many GPUs)"),
                             ("prepare", "write a jsonl manifest for a corpus in its official layout")):
@@ -597,6 +631,39 @@ def cmd_extract_tokens(args) -> int:
     for item, reason in list(stats["failed"].items())[:20]:
         print(f"  failed {item}: {reason}", file=sys.stderr)
     return 1 if stats["failed"] else 0
+
+
+def cmd_tts(args) -> int:
+    from .tts import TTS
+    device = _device(args.device)
+    tts = TTS.load(args.model, codec=args.codec, device=device)
+    text = Path(args.text[1:]).read_text() if args.text.startswith("@") else args.text
+    opts = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                repetition_penalty=args.repetition_penalty, greedy=args.greedy, seed=args.seed)
+    if args.stream:
+        timings: dict = {}
+        chunks = list(tts.synthesize(text, voice=args.voice, voice_text=args.voice_text, stream=True,
+                                     timings=timings, **opts))
+        audio = torch.cat(chunks)
+        print(f"first chunk after {timings.get('first_chunk_s', float('nan')) * 1000:.0f} ms, "
+              f"{len(chunks)} chunks, {timings.get('total_s', float('nan')):.2f} s in all", file=sys.stderr)
+    else:
+        audio = tts.synthesize(text, voice=args.voice, voice_text=args.voice_text, **opts)
+    path = audio_utils.save_audio(args.output, audio[None], tts.sample_rate)
+    print(f"wrote {path} ({audio.shape[-1] / tts.sample_rate:.2f} s)", file=sys.stderr)
+    return 0
+
+
+def cmd_eval_tts(args) -> int:
+    from .tts import TTS
+    from .tts.evaluate import evaluate_tts
+    tts = TTS.load(args.model, codec=args.codec, device=_device(args.device))
+    result = evaluate_tts(tts, args.manifest, out_dir=args.out, clone=False if args.no_clone else None,
+                          asr_model=args.asr_model, limit=args.limit, greedy=args.greedy)
+    print(f"{'metric':<16}{'mean':>10}{'std':>10}{'n':>6}")
+    for key, v in result["summary"].items():
+        print(f"{key:<16}{v['mean']:>10.3f}{v['std']:>10.3f}{v['n']:>6}")
+    return 0
 
 
 def _delegate(name: str) -> Callable:

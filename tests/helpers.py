@@ -40,3 +40,20 @@ def seed_euclidean_rvq(encoder, layers, wav: torch.Tensor, seed: int = 0):
         book.inited.fill_(1)
         codes = torch.cdist(residual, book.embed).argmin(-1)
         residual = residual - book.embed[codes]
+
+
+def run_recipe(script, options, overrides, timeout: float = 600):
+    """Run an ``egs`` recipe script with ``options`` (list of str) and ``--set`` ``overrides``, with this
+    Python's ``audiocodec`` on PATH and one thread; fail the test with the output's tail if it fails."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    cmd = ["bash", str(script), *options]
+    for o in overrides:
+        cmd += ["--set", o]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               OMP_NUM_THREADS="1")
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out

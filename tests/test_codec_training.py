@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from audiocodec.errors import ConfigError
 from audiocodec.train import Trainer, load_checkpoint
 from audiocodec.train import checkpoint as ckpt
-from helpers import seed_euclidean_rvq, synth_audio
+from helpers import run_recipe, seed_euclidean_rvq, synth_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 24000
@@ -253,14 +253,9 @@ def test_mini_recipe_runs_end_to_end(tmp_path):
         "trainer.log_every=2", "trainer.val_every=4", "trainer.ckpt_every=4", "trainer.progress=false",
         "trainer.threads=1",
     ]
-    cmd = ["bash", str(ROOT / "egs" / "mini" / "codec" / "run.sh"), "--scale", "toy", "--data", str(tmp_path / "data"),
-           "--exp", str(tmp_path / "exp"), "--metrics", "pesq,stoi,mel_distance"]
-    for o in overrides:
-        cmd += ["--set", o]
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-               OMP_NUM_THREADS="1")
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    run_recipe(ROOT / "egs" / "mini" / "codec" / "run.sh",
+               ["--scale", "toy", "--data", str(tmp_path / "data"), "--exp", str(tmp_path / "exp"),
+                "--metrics", "pesq,stoi,mel_distance"], overrides, timeout=300)
     metrics = json.loads((tmp_path / "exp" / "decode" / "metrics.json").read_text())
     assert {"pesq", "stoi", "mel_distance"} <= set(metrics["summary"])
     assert len(list((tmp_path / "exp" / "decode" / "test").glob("*.wav"))) == len(

@@ -1,6 +1,7 @@
 """Training: one :class:`Trainer` for every model, driven by a :class:`Task` (see :mod:`.trainer`)."""
 from . import toy  # noqa: F401  (registers toy_regression)
 from . import codec_task  # noqa: F401  (registers codec_gan)
+from . import tts_task  # noqa: F401  (registers tts_lm)
 from .checkpoint import list_checkpoints, load_checkpoint
 from .task import TASKS, Task
 from .trainer import TRAINER_DEFAULTS, TrainContext, Trainer, resolve_config

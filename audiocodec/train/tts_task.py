@@ -1,0 +1,179 @@
+"""``tts_lm``: train (or fine-tune) the TTS language model on token folders made by ``extract-tokens``.
+
+A training config (``recipes/tts/*.yaml``)::
+
+    task:
+      type: tts_lm
+      train: tokens/train               # token folders (audiocodec extract-tokens)
+      valid: tokens/valid
+      text: {tokenizer: {type: char}, language: en, normalize: true}
+      model: {dim: 512, num_layers: 8, num_heads: 8, dropout: 0.1}    # TransformerLM arguments
+      max_tokens: 12000                 # padded tokens per batch (length-bucketed dynamic batches)
+      max_sequence: 2048                # longer examples are skipped (counted in the log)
+      codec: wavtokenizer-75-small-mini # where synthesis loads the codec from (checked against the shards)
+    trainer: {precision: bf16, max_steps: 100000}
+    optim: {main: {lr: 5.0e-4, scheduler: {type: cosine, warmup_steps: 1000}}}
+
+The tokenizer is fitted on the training transcripts when it needs a vocabulary (characters, BPE) and
+saved inside the model. At every checkpoint the model is also written to ``<run_dir>/tts/`` (rank 0,
+atomically), ready for ``audiocodec.TTS.load(<run_dir>/tts)``. Fine-tuning (``--init-from`` a trained
+TTS folder) keeps that model's tokenizer and vocabulary, so a new speaker's data is read with them.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping, Optional
+
+import torch
+
+from ..data.tokens import TokenShards
+from ..errors import ConfigError
+from ..tts.frontend import TextFrontend
+from ..tts.layout import IGNORE, PAD, TTSVocab, pad_batch, training_sequence
+from ..tts.model import TTSModel, load_tts, save_tts
+from .data import BucketBatchSampler
+from .task import TASKS, Task
+
+log = logging.getLogger("audiocodec.train")
+
+
+class _Examples(torch.utils.data.Dataset):
+    """``(inputs [L], targets [L])`` of each usable item of a token folder."""
+
+    def __init__(self, shards: TokenShards, frontend: TextFrontend, vocab: TTSVocab, max_sequence: int):
+        self.items, self.skipped = [], {"no text": 0, "too long": 0}
+        for rec, tokens in zip(shards.records, shards.tokens):
+            text = rec.get("text")
+            if not text:
+                self.skipped["no text"] += 1
+                continue
+            ids = frontend.encode(text)
+            if len(ids) + tokens.shape[-1] + 2 > max_sequence:
+                self.skipped["too long"] += 1
+                continue
+            self.items.append(training_sequence(vocab, ids, tokens))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.items[i]
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(x) for x, _ in self.items]
+
+
+@TASKS.register("tts_lm")
+class TTSLanguageModel(Task):
+    """Args:
+        train / valid: token folders (``valid`` may be null).
+        text: text frontend (see :class:`~audiocodec.tts.frontend.TextFrontend`); ignored when
+            ``init_from`` names a trained TTS (its frontend is kept).
+        model: :class:`~audiocodec.lm.TransformerLM` arguments (vocabulary sizes are derived).
+        max_tokens / max_items / bucket_size: dynamic batching (see
+            :class:`~audiocodec.train.data.BucketBatchSampler`).
+        max_sequence: skip examples longer than this many tokens (text + speech + 3 specials).
+        codec: where to load the codec from at synthesis time (a path or embedded codec name); recorded
+            in the model with the token folder's codec fingerprint.
+        init_from: a trained TTS (folder or file) to fine-tune.
+        export: write ``<run_dir>/tts/model.safetensors`` at each checkpoint.
+    """
+
+    def __init__(self, train: str, valid: Optional[str] = None, text: Optional[Mapping] = None,
+                 model: Optional[Mapping] = None, max_tokens: int = 8000, max_items: Optional[int] = None,
+                 bucket_size: int = 1000, max_sequence: int = 2048, codec: Optional[str] = None,
+                 init_from: Optional[str] = None, export: bool = True):
+        self.train_dir, self.valid_dir = train, valid
+        self.text_cfg = dict(text or {"tokenizer": {"type": "char"}})
+        self.model_cfg = dict(model or {"dim": 256, "num_layers": 4, "num_heads": 4})
+        self.max_tokens, self.max_items, self.bucket_size = int(max_tokens), max_items, int(bucket_size)
+        self.max_sequence, self.codec_source, self.init_path, self.export_model = int(max_sequence), codec, init_from, export
+        self._ctx = None
+
+    def build(self, ctx):
+        self._ctx = ctx
+        shards = TokenShards(self.train_dir)
+        meta = shards.meta
+        if int(meta["num_codebooks"]) != 1:
+            raise ConfigError(f"{self.train_dir}: tokens of {meta['num_codebooks']} codebooks; the TTS LM takes "
+                              "single-codebook tokens (extract with --num-codebooks 1 or a single-VQ codec)")
+        if self.init_path is not None:
+            base = load_tts(self.init_path)
+            if base.codec_info.get("fingerprint") != meta["fingerprint"]:
+                raise ConfigError(f"init_from {self.init_path} was trained on tokens of codec "
+                                  f"{base.codec_info.get('model_id')} ({base.codec_info.get('fingerprint')}); "
+                                  f"{self.train_dir} holds {meta['model_id']} ({meta['fingerprint']})")
+            self.frontend = TextFrontend.from_dict(base.text_config)
+            self.model = base.train()
+        else:
+            self.frontend = TextFrontend.from_config(self.text_cfg, texts=[r.get("text") or "" for r in shards.records])
+            vocab = {"text_size": self.frontend.vocab_size, "speech_size": int(meta["cardinality"])}
+            codec = {**meta, "source": self.codec_source}
+            self.model = TTSModel(vocab, self.model_cfg, self.frontend.to_dict(), codec)
+        self.train_examples = _Examples(shards, self.frontend, self.model.vocab, self.max_sequence)
+        if len(self.train_examples) == 0:
+            raise ConfigError(f"{self.train_dir}: no usable example (skipped: {self.train_examples.skipped})")
+        if any(self.train_examples.skipped.values()) and ctx.is_main:
+            log.warning(f"{self.train_dir}: skipped {self.train_examples.skipped}")
+        self.valid_examples = None
+        if self.valid_dir:
+            valid = TokenShards(self.valid_dir)
+            if valid.meta["fingerprint"] != meta["fingerprint"]:
+                raise ConfigError(f"{self.valid_dir} holds tokens of another codec than {self.train_dir}")
+            self.valid_examples = _Examples(valid, self.frontend, self.model.vocab, self.max_sequence)
+        return {"tts": self.model}
+
+    def train_dataset(self):
+        return self.train_examples
+
+    def val_dataset(self):
+        return self.valid_examples
+
+    def batch_sampler(self, dataset, rank, world_size, seed, shuffle):
+        return BucketBatchSampler(dataset.lengths, self.max_tokens, rank, world_size, shuffle, seed,
+                                  self.max_items, self.bucket_size)
+
+    def collate(self, items):
+        inputs = pad_batch([x for x, _ in items], PAD)
+        targets = pad_batch([y for _, y in items], IGNORE)
+        lengths = torch.tensor([len(x) for x, _ in items])
+        mask = torch.arange(inputs.shape[1])[None] < lengths[:, None]
+        return {"inputs": inputs, "targets": targets, "mask": mask}
+
+    def _mask(self, batch):
+        # all-real rows need no mask (the plain causal kernel); right padding only affects the padded tail
+        return None if bool(batch["mask"].all()) else batch["mask"]
+
+    def training_step(self, batch, step, ctx):
+        loss, stats = self.model.loss(batch["inputs"], batch["targets"], self._mask(batch))
+        ctx.backward_and_step("main", loss)
+        return {"loss": loss.detach(), "accuracy": stats["accuracy"], "tokens": stats["tokens"]}
+
+    def validation_step(self, batch, ctx):
+        loss, stats = self.model.loss(batch["inputs"], batch["targets"], self._mask(batch))
+        return {"loss": loss, "accuracy": stats["accuracy"]}
+
+    def init_from(self, path: str) -> None:
+        weights = load_tts(path).state_dict()
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError as e:
+            raise ConfigError(f"init_from {path}: weights do not fit this model: {e}") from e
+
+    def export(self, path=None) -> Optional[Path]:
+        ctx = self._ctx
+        if ctx is None:
+            return None
+        model = ctx.ema.get("tts", self.model)
+        return save_tts(model, Path(path) if path is not None else ctx.run_dir / "tts")
+
+    def state_dict(self) -> dict:
+        # asked once per checkpoint, on rank 0: export the model for synthesis
+        if self.export_model and self._ctx is not None and self._ctx.is_main:
+            try:
+                log.info(f"exported the TTS model to {self.export()}")
+            except OSError as e:
+                log.warning(f"could not export the TTS model: {e}")
+        return {}

@@ -1,0 +1,114 @@
+"""The TTS language model: a decoder-only transformer over text and speech tokens, and its file format.
+
+:class:`TTSModel` owns everything needed to turn text into codec tokens: the LM
+(:class:`~audiocodec.lm.TransformerLM`, one token stream), the vocabulary layout
+(:class:`~audiocodec.tts.layout.TTSVocab`), the text frontend settings (tokenizer state and language),
+and which codec its speech tokens belong to (name, fingerprint, rates), so a model is never paired
+with the wrong codec.
+
+Saved as one safetensors file whose metadata holds that config (``save_tts`` / ``load_tts``).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from ..lm import TransformerLM
+from .layout import IGNORE, TTSVocab
+
+FORMAT = "audiocodec-tts"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class TTSModel(nn.Module):
+    """Args:
+        vocab: ``{"text_size", "speech_size"}`` (a :class:`TTSVocab`).
+        lm: :class:`~audiocodec.lm.TransformerLM` arguments except ``vocab_size`` / ``num_codebooks``.
+        text: the text frontend: ``{"tokenizer": <tokenizer dict>, "language": "en", "normalize": true}``.
+        codec: the codec of the speech tokens: ``{"model_id", "fingerprint", "sample_rate", "frame_rate",
+            "cardinality"}`` and optionally ``"source"`` (where to load it from, e.g. an embedded codec name).
+    """
+
+    def __init__(self, vocab: Mapping, lm: Mapping, text: Mapping, codec: Mapping):
+        super().__init__()
+        self.vocab = TTSVocab(**vocab)
+        if int(codec.get("cardinality", self.vocab.speech_size)) != self.vocab.speech_size:
+            raise ConfigError(f"codec cardinality {codec.get('cardinality')} != vocab speech_size {self.vocab.speech_size}")
+        lm = dict(lm)
+        for key in ("vocab_size", "num_codebooks"):
+            if key in lm:
+                raise ConfigError(f"tts model: lm.{key} is set from the vocabulary, leave it out")
+        self.lm = TransformerLM(vocab_size=self.vocab.size, num_codebooks=1, **lm)
+        self.lm_config, self.text_config, self.codec_info = lm, dict(text), dict(codec)
+
+    @property
+    def config(self) -> dict:
+        return {"vocab": self.vocab.to_dict(), "lm": self.lm_config, "text": self.text_config,
+                "codec": self.codec_info}
+
+    def forward(self, inputs: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``inputs [B, L]`` ids (right-padded; ``padding_mask [B, L]`` True = real) -> logits ``[B, L, V]``."""
+        return self.lm(inputs[:, None], padding_mask=padding_mask)[:, 0]
+
+    def loss(self, inputs: torch.Tensor, targets: torch.Tensor,
+             padding_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
+        """Cross-entropy on the speech tokens and EOS (``targets`` hold :data:`IGNORE` elsewhere).
+
+        Returns ``(loss, {"accuracy": top-1 accuracy on the scored positions, "tokens": their count})``."""
+        logits = self(inputs, padding_mask)
+        scored = targets != IGNORE
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                               ignore_index=IGNORE)
+        with torch.no_grad():
+            correct = (logits.argmax(-1) == targets) & scored
+            acc = correct.sum().float() / scored.sum().clamp(min=1)
+        return loss, {"accuracy": acc, "tokens": scored.sum().float()}
+
+
+def save_tts(model: TTSModel, path: Union[str, os.PathLike], dtype: Optional[torch.dtype] = None) -> Path:
+    """Write ``model`` (weights + config) to ``path`` (a ``.safetensors`` file or a folder), atomically."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path / WEIGHTS_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(state, str(tmp), metadata={"format": FORMAT, "config": json.dumps(model.config)})
+    os.replace(tmp, path)
+    return path
+
+
+def load_tts(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> TTSModel:
+    """Load a model written by :func:`save_tts` (a file, or a folder holding ``model.safetensors``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS_NAME
+    if not path.is_file():
+        raise CheckpointError(f"TTS model not found: {path}")
+    try:
+        from safetensors import safe_open
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an audiocodec TTS model (format {meta.get('format')!r})")
+    model = TTSModel(**json.loads(meta["config"]))
+    own = model.state_dict()
+    bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
+    if bad:
+        raise CheckpointError(f"{path} does not fit its own config: {bad[:10]}")
+    model.load_state_dict(state)
+    return model.to(device).eval()

@@ -1,0 +1,225 @@
+"""Text to speech with a trained :class:`~audiocodec.tts.model.TTSModel` and its codec.
+
+>>> tts = audiocodec.TTS.load("exp/tts/tts")                      # codec found from the model's record
+>>> audio = tts.synthesize("Hello there. How are you?")           # [L] float tensor at tts.sample_rate
+>>> audio = tts.synthesize(text, voice="ref.wav", voice_text="what the reference says")   # voice cloning
+>>> for chunk in tts.synthesize(text, stream=True): play(chunk)  # audio as tokens arrive
+
+Long text is normalised and split into sentences (packed up to ``max_chars``), which are generated as one
+batch and joined. Speech tokens are decoded in chunks of ``chunk_frames`` frames with ``context_frames`` of
+look-back and look-ahead; streaming yields each chunk as soon as the tokens it needs exist, and offline
+synthesis joins the very same chunks, so both give identical audio.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Union
+
+import torch
+
+from ..codecs import DEFAULT_CODEC, Codec, load_codec
+from ..errors import ConfigError
+from ..lm import generate
+from ..lm.generate import StepState
+from ..lm.sampling import TokenSampler
+from .frontend import TextFrontend
+from .layout import EOS, PAD, TTSVocab, pad_batch, prompt_sequence
+from .model import TTSModel, load_tts
+
+
+@dataclass
+class SynthesisOptions:
+    """Sampling and length controls (CosyVoice defaults: RAS with top-p 0.8, top-k 25).
+
+    ``greedy``: argmax decoding (deterministic). ``min_ratio`` / ``max_ratio``: speech tokens per text
+    token below which EOS is forbidden / at which generation stops.
+    """
+    temperature: float = 1.0
+    top_k: Optional[int] = 25
+    top_p: Optional[float] = 0.8
+    repetition_penalty: float = 1.0
+    ras: bool = True
+    greedy: bool = False
+    min_ratio: float = 2.0
+    max_ratio: float = 20.0
+    seed: Optional[int] = None
+    max_chars: int = 300
+    chunk_frames: int = 25
+    context_frames: int = 8
+    sentence_pause: float = 0.12
+    timings: dict = field(default_factory=dict)
+
+
+class TTS:
+    """A TTS model with its codec, on one device."""
+
+    def __init__(self, model: TTSModel, codec: Codec):
+        info = model.codec_info
+        if info.get("fingerprint") and info["fingerprint"] != codec.fingerprint():
+            raise ConfigError(f"the TTS model was trained on tokens of codec {info.get('model_id')} "
+                              f"(fingerprint {info['fingerprint']}), not of {codec.name} ({codec.fingerprint()})")
+        self.model, self.codec = model.eval(), codec
+        self.vocab: TTSVocab = model.vocab
+        self.frontend = TextFrontend.from_dict(model.text_config)
+
+    @classmethod
+    def load(cls, path: Union[str, Path], codec: Union[str, Path, Codec, None] = None,
+             device: Union[str, torch.device] = "cpu") -> "TTS":
+        """Load a TTS model (folder or file) and its codec: ``codec``, else the one recorded in the model
+        (``codec.source``), else the embedded default codec."""
+        model = load_tts(path, device)
+        spec = codec if codec is not None else (model.codec_info.get("source") or DEFAULT_CODEC)
+        return cls(model, spec if isinstance(spec, Codec) else load_codec(spec, device=device))
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- prompts ---------------------------------------------------------------------------------
+    def _voice_tokens(self, voice) -> Optional[torch.Tensor]:
+        if voice is None:
+            return None
+        if isinstance(voice, (str, Path)):
+            from ..audio import load_audio
+            wav, sr = load_audio(voice)
+        else:
+            wav, sr = torch.as_tensor(voice), self.sample_rate
+        return self.codec.encode(wav.to(self.codec.device), sample_rate=sr).tokens[0].cpu()
+
+    def _prompts(self, sentences: Sequence[str], voice_tokens, voice_text) -> tuple[list[torch.Tensor], list[int]]:
+        prefix_ids = self.frontend.encode(voice_text) if voice_text else []
+        if voice_tokens is not None and not voice_text:
+            raise ConfigError("voice cloning needs the reference's transcript (voice_text): the model continues "
+                              "the reference speech as if it said that text")
+        prompts, text_lengths = [], []
+        for s in sentences:
+            ids = self.frontend.encode(s)
+            if not ids:
+                raise ConfigError(f"the text {s!r} gives no tokens after normalisation")
+            prompts.append(prompt_sequence(self.vocab, prefix_ids + ids, voice_tokens))
+            text_lengths.append(len(ids))
+        return prompts, text_lengths
+
+    def _sampler(self, opts: SynthesisOptions, text_lengths: torch.Tensor):
+        """A ``sample_fn``: only speech tokens or EOS, EOS forbidden before ``min_ratio`` x text length."""
+        allowed = self.vocab.speech_logit_mask(self.device)
+        gen = None
+        if opts.seed is not None:
+            gen = torch.Generator(device=self.device).manual_seed(int(opts.seed))
+        sampler = TokenSampler(temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p,
+                               do_sample=not opts.greedy, repetition_penalty=opts.repetition_penalty,
+                               ras=opts.ras and not opts.greedy, eos_id=EOS, generator=gen,
+                               min_len=(text_lengths.float() * opts.min_ratio).long().to(self.device))
+
+        def sample_fn(logits: torch.Tensor, state: StepState) -> torch.Tensor:
+            return sampler(logits.float().masked_fill(~allowed, float("-inf")), state)
+        return sample_fn
+
+    # -- generation --------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate_tokens(self, sentences: Sequence[str], voice=None, voice_text: Optional[str] = None,
+                        options: Optional[SynthesisOptions] = None) -> list[torch.Tensor]:
+        """Speech tokens ``[1, T_i]`` of each sentence (generated together, one batch)."""
+        opts = options or SynthesisOptions()
+        voice_tokens = self._voice_tokens(voice)
+        prompts, text_lengths = self._prompts(sentences, voice_tokens, voice_text)
+        lengths = torch.tensor([len(p) for p in prompts])
+        text_lengths = torch.tensor(text_lengths)
+        max_new = int((text_lengths.max() * opts.max_ratio).ceil()) + 1
+        batch = pad_batch(prompts, PAD, left=True).to(self.device)[:, None]
+        out = generate(self.model.lm, batch, max_new, prompt_lengths=lengths.to(self.device),
+                       sample_fn=self._sampler(opts, text_lengths), eos_id=EOS, pad_id=PAD)
+        cap = (text_lengths.float() * opts.max_ratio).long()
+        return [self.vocab.to_speech(out.tokens[i, 0, : min(int(out.lengths[i]), int(cap[i]))].cpu())[None]
+                for i in range(len(sentences))]
+
+    def _decode_chunks(self, tokens: torch.Tensor, opts: SynthesisOptions, final: bool = True,
+                       start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+        """Audio of frames ``[start, ...)`` of ``tokens [1, T]`` in chunks; with ``final=False`` only the
+        chunks whose look-ahead already exists. Yields ``(next start, audio [n])``."""
+        total, chunk, ctx, hop = tokens.shape[-1], opts.chunk_frames, opts.context_frames, self.codec.hop_length
+        while start < total:
+            stop = min(start + chunk, total)
+            if not final and stop + ctx > total:
+                return
+            w0, w1 = max(0, start - ctx), min(total, stop + ctx)
+            window = tokens[None, :, w0:w1].to(self.codec.device)
+            audio = self.codec.decode(window)[0, 0]
+            yield stop, audio[(start - w0) * hop:(stop - w0) * hop].cpu()
+            start = stop
+
+    def _pause(self, opts: SynthesisOptions) -> torch.Tensor:
+        return torch.zeros(int(opts.sentence_pause * self.sample_rate))
+
+    def synthesize(self, text: str, voice=None, voice_text: Optional[str] = None, stream: bool = False,
+                   **options) -> Union[torch.Tensor, Iterator[torch.Tensor]]:
+        """Speak ``text``: audio ``[L]`` at :attr:`sample_rate`, or (``stream=True``) an iterator of
+        chunks whose concatenation is exactly that audio. ``options``: :class:`SynthesisOptions` fields.
+        ``voice``: a reference clip (path or tensor) and ``voice_text`` its transcript."""
+        opts = SynthesisOptions(**options)
+        sentences = self.frontend.split(text, opts.max_chars)
+        if not sentences:
+            raise ConfigError("nothing to say: the text is empty after normalisation")
+        if stream:
+            return self._stream(sentences, voice, voice_text, opts)
+        tokens = self.generate_tokens(sentences, voice, voice_text, opts)
+        pieces = []
+        for i, t in enumerate(tokens):
+            if i:
+                pieces.append(self._pause(opts))
+            pieces += [a for _, a in self._decode_chunks(t, opts)]
+        return torch.cat(pieces)
+
+    def synthesize_batch(self, texts: Sequence[str], **options) -> list[torch.Tensor]:
+        """Several independent texts (each one sentence group), generated in one batch."""
+        opts = SynthesisOptions(**options)
+        tokens = self.generate_tokens(list(texts), options=opts)
+        return [torch.cat([a for _, a in self._decode_chunks(t, opts)]) for t in tokens]
+
+    def _stream(self, sentences, voice, voice_text, opts: SynthesisOptions) -> Iterator[torch.Tensor]:
+        """Sentence by sentence; within one, audio chunks as soon as their tokens exist."""
+        t0 = time.perf_counter()
+        opts.timings.clear()
+        for i, sentence in enumerate(sentences):
+            if i:
+                yield self._pause(opts)
+            done = 0
+            for tokens in self._token_stream(sentence, voice, voice_text, opts):
+                for done, audio in self._decode_chunks(tokens, opts, final=False, start=done):
+                    opts.timings.setdefault("first_chunk_s", time.perf_counter() - t0)
+                    yield audio
+            for done, audio in self._decode_chunks(tokens, opts, final=True, start=done):
+                opts.timings.setdefault("first_chunk_s", time.perf_counter() - t0)
+                yield audio
+        opts.timings["total_s"] = time.perf_counter() - t0
+
+    @torch.inference_mode()
+    def _token_stream(self, sentence: str, voice, voice_text, opts: SynthesisOptions) -> Iterator[torch.Tensor]:
+        """The growing speech tokens ``[1, n]`` of one sentence, every ``chunk_frames`` new tokens (and at
+        the end). Token-by-token decoding with the KV cache, as :func:`~audiocodec.lm.generate`."""
+        voice_tokens = self._voice_tokens(voice)
+        prompts, text_lengths = self._prompts([sentence], voice_tokens, voice_text)
+        text_len = torch.tensor(text_lengths)
+        max_new = int(text_len[0] * opts.max_ratio) + 1
+        lm = self.model.lm
+        prompt = prompts[0].to(self.device)[None, None]
+        cache = lm.new_cache(1, prompt.shape[-1] + max_new)
+        logits = lm(prompt, cache=cache)[:, :, -1]
+        sample_fn = self._sampler(opts, text_len)
+        generated = torch.empty(1, 1, 0, dtype=torch.long, device=self.device)
+        rows = torch.zeros(1, dtype=torch.long, device=self.device)
+        for step in range(max_new):
+            token = sample_fn(logits, StepState(step, generated, rows))       # [1, K=1]
+            if int(token) == EOS:
+                break
+            generated = torch.cat([generated, token[:, :, None]], dim=-1)
+            if generated.shape[-1] % opts.chunk_frames == 0:
+                yield self.vocab.to_speech(generated[0].cpu())
+            logits = lm(token[:, :, None], cache=cache)[:, :, -1]
+        yield self.vocab.to_speech(generated[0].cpu())

@@ -1,0 +1,175 @@
+"""Text-to-speech: a tiny LM memorises mini utterances and greedy synthesis reproduces their tokens;
+batched = unbatched, streaming = offline, voice cloning, CLI, and the reference-based TTS metrics."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import audiocodec
+from audiocodec.cli import main
+from audiocodec.data.extract import extract_tokens
+from audiocodec.data.tokens import TokenShards
+from audiocodec.errors import ConfigError
+from audiocodec.metrics.tts import duration_ratio, mel_cepstral_distortion
+from audiocodec.train import Trainer
+from audiocodec.tts import TTS, TTSVocab
+from audiocodec.tts.layout import AUDIO_BOS, BOS, EOS, IGNORE, training_sequence
+
+SENTENCES = ["Tom has a red kite.", "The sea is calm tonight.", "Six green boxes."]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is needed (the CI installs it; locally: apt-get install espeak-ng)")
+    from audiocodec.data.synth import Voice, render_speech
+    root = tmp_path_factory.mktemp("tts_corpus")
+    voice = Voice("spk0", "en-us", "m1", pitch=45, speed=175, amplitude=120, gap=0)
+    lines = []
+    for i, text in enumerate(SENTENCES + ["Bring the lamp inside."]):
+        seconds = render_speech(voice, text, root / f"u{i}.wav", random.Random(i))
+        lines.append({"id": f"u{i}", "path": f"u{i}.wav", "duration": seconds, "sample_rate": 24000,
+                      "text": text, "speaker": "spk0"})
+    (root / "train.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines[:3]))
+    (root / "all.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    codec = audiocodec.load_codec(audiocodec.DEFAULT_CODEC)
+    extract_tokens(root / "train.jsonl", root / "tokens", codec, num_workers=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(corpus, tmp_path_factory):
+    run = tmp_path_factory.mktemp("tts_run")
+    config = {
+        "name": "tts",
+        "task": {"type": "tts_lm", "train": str(corpus / "tokens"), "valid": str(corpus / "tokens"),
+                 "model": {"dim": 64, "num_layers": 2, "num_heads": 4}, "max_tokens": 4000,
+                 "codec": audiocodec.DEFAULT_CODEC},
+        "trainer": {"max_steps": 250, "log_every": 50, "val_every": 250, "ckpt_every": 250, "threads": 1,
+                    "progress": False, "device": "cpu", "seed": 0},
+        "optim": {"main": {"lr": 3e-3, "weight_decay": 0.0}},
+    }
+    Trainer(config, run_dir=run).fit()
+    return run
+
+
+def test_layout_scores_only_speech_and_eos():
+    vocab = TTSVocab(text_size=10, speech_size=5)
+    inputs, targets = training_sequence(vocab, [3, 4], torch.tensor([[0, 4]]))
+    assert inputs.tolist() == [BOS, 4 + 3, 4 + 4, AUDIO_BOS, 14, 18]
+    assert targets.tolist() == [IGNORE, IGNORE, IGNORE, 14, 18, EOS]
+    with pytest.raises(ValueError, match="out of range"):
+        training_sequence(vocab, [10], torch.tensor([[0]]))
+    with pytest.raises(ConfigError, match="single-codebook"):
+        vocab.speech_ids(torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_memorised_utterances_come_back_token_for_token(corpus, trained):
+    tts = TTS.load(trained / "tts")
+    shards = TokenShards(corpus / "tokens")
+    expected = {r["text"]: t for r, t in zip(shards.records, shards.tokens)}
+    batched = tts.generate_tokens(SENTENCES, options=_greedy())
+    for text, tokens in zip(SENTENCES, batched):
+        assert torch.equal(tokens, expected[text]), text
+    for text, tokens in zip(SENTENCES, batched):                 # batched == one at a time
+        assert torch.equal(tts.generate_tokens([text], options=_greedy())[0], tokens)
+
+
+def _greedy():
+    from audiocodec.tts import SynthesisOptions
+    return SynthesisOptions(greedy=True)
+
+
+def test_streaming_equals_offline_and_reports_latency(trained):
+    tts = TTS.load(trained / "tts")
+    text = SENTENCES[0] + " " + SENTENCES[2]
+    offline = tts.synthesize(text, greedy=True, chunk_frames=10)
+    timings: dict = {}
+    chunks = list(tts.synthesize(text, stream=True, greedy=True, chunk_frames=10, timings=timings))
+    assert len(chunks) > 4
+    assert torch.equal(torch.cat(chunks), offline)
+    assert 0 < timings["first_chunk_s"] < timings["total_s"]
+
+
+def test_voice_cloning_prompt_and_errors(corpus, trained):
+    tts = TTS.load(trained / "tts")
+    audio = tts.synthesize(SENTENCES[1], voice=corpus / "u0.wav", voice_text=SENTENCES[0], seed=0)
+    assert audio.dim() == 1 and audio.shape[0] > 0
+    with pytest.raises(ConfigError, match="transcript"):
+        tts.synthesize(SENTENCES[1], voice=corpus / "u0.wav")
+    with pytest.raises(ConfigError, match="nothing to say"):
+        tts.synthesize("   ")
+    other = audiocodec.build_codec("wavtokenizer-75", encoder={"dimension": 64}, quantizer={"dim": 64},
+                                   decoder={"backbone": {"input_channels": 64, "dim": 64, "intermediate_dim": 64,
+                                                         "num_layers": 1}, "head": {"dim": 64}})
+    with pytest.raises(ConfigError, match="trained on tokens of codec"):
+        TTS.load(trained / "tts", codec=other)
+
+
+def test_cli_tts_writes_speech(trained, tmp_path, capsys):
+    out = tmp_path / "hello.wav"
+    assert main(["tts", SENTENCES[2], "-o", str(out), "--model", str(trained / "tts"), "--greedy",
+                 "--device", "cpu", "--stream"]) == 0
+    wav, sr = sf.read(str(out))
+    assert sr == 24000 and len(wav) > 0.3 * sr
+    assert "first chunk after" in capsys.readouterr().err
+
+
+def test_eval_tts_scores_every_sentence(corpus, trained, tmp_path, capsys):
+    assert main(["eval-tts", str(corpus / "all.jsonl"), "--model", str(trained / "tts"), "--greedy",
+                 "--device", "cpu", "--out", str(tmp_path / "ev")]) == 0
+    result = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert result["clone"] is True and len(result["items"]) == 4
+    assert result["summary"]["mcd"]["n"] == 4 and result["summary"]["duration_ratio"]["mean"] > 0
+    assert "mcd" in capsys.readouterr().out
+
+
+def test_tts_metrics_rank_distortions(corpus):
+    import librosa
+    ref, sr = sf.read(str(corpus / "u0.wav"), dtype="float32")
+    other, _ = sf.read(str(corpus / "u1.wav"), dtype="float32")
+    noisy = ref + 0.05 * np.random.default_rng(0).standard_normal(len(ref)).astype(np.float32)
+    slow = librosa.effects.time_stretch(ref, rate=0.8)
+    assert mel_cepstral_distortion(ref, ref, sr) == 0.0
+    assert 0 < mel_cepstral_distortion(ref, slow, sr) < mel_cepstral_distortion(ref, other, sr)
+    assert mel_cepstral_distortion(ref, noisy, sr) > 0
+    assert duration_ratio(ref, slow, sr) == pytest.approx(1.25, abs=0.05)
+
+
+def test_mini_tts_recipe_runs_end_to_end(tmp_path):
+    from pathlib import Path
+    from audiocodec.data.synth import missing_tools
+    from helpers import run_recipe
+    root = Path(__file__).resolve().parents[1]
+    if missing_tools():
+        pytest.fail(f"the mini corpus needs {' '.join(missing_tools())} (egs/mini/local/install_tools.sh)")
+    overrides = ['task.model={"dim": 32, "num_layers": 1, "num_heads": 2}', "trainer.max_steps=3",
+                 "trainer.precision=fp32", "trainer.num_workers=0", "trainer.val_every=3", "trainer.ckpt_every=3",
+                 "trainer.log_every=1", "trainer.threads=1", "trainer.progress=false"]
+    run_recipe(root / "egs" / "mini" / "tts" / "run.sh",
+               ["--scale", "toy", "--data", str(tmp_path / "data"), "--tokens", str(tmp_path / "tokens"),
+                "--exp", str(tmp_path / "exp"), "--device", "cpu"], overrides)
+    result = json.loads((tmp_path / "exp" / "eval" / "metrics.json").read_text())
+    n_test = sum(1 for line in (tmp_path / "data" / "test.jsonl").read_text().splitlines() if '"text"' in line)
+    assert len(result["items"]) == n_test and result["clone"] is True
+    assert len(list((tmp_path / "exp" / "eval").glob("*.wav"))) == n_test
+
+
+def test_tts_recipes_are_valid_configs():
+    from pathlib import Path
+    from audiocodec.config import load_yaml
+    from audiocodec.train import TASKS, resolve_config
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes" / "tts").glob("*.yaml"))
+    assert {p.stem for p in recipes} >= {"mini", "ljspeech", "libritts", "vctk"}
+    for path in recipes:
+        config = resolve_config(load_yaml(path))
+        task = TASKS.build(config["task"], "task")
+        assert task.text_cfg["tokenizer"]["type"] in ("char", "phoneme", "bpe", "byte")
+    with pytest.raises(ConfigError, match="bogus"):
+        TASKS.build(resolve_config(load_yaml(recipes[0]), ["task.bogus=1"])["task"], "task")
