@@ -41,3 +41,20 @@ def test_codes_and_audio_match(reference, bandwidth, n_q):
     assert audio.shape == ref_audio.shape
     assert (audio - ref_audio).abs().max() < 1e-4
 
+
+
+def test_a_model_with_fewer_than_eight_codebooks_loads(tmp_path):
+    """An EnCodec trained only up to 3 kbps holds 4 codebooks: it loads and matches at its full rate."""
+    torch.manual_seed(1)
+    model = encodec.EncodecModel._get_model(target_bandwidths=[1.5, 3], sample_rate=24000, channels=1,
+                                             causal=True, model_norm="weight_norm", audio_normalize=False,
+                                             name="encodec_24khz").eval()
+    seed_euclidean_rvq(model.encoder, model.quantizer.vq.layers[:4], synth_audio(2.0, batch=2, seed=1))
+    torch.save(model.state_dict(), tmp_path / "small.th")
+    ours = audiocodec.load_codec(tmp_path / "small.th")
+    assert ours.max_codebooks == 4 and ours.num_codebooks == 4
+    wav = synth_audio(1.0, batch=1, seed=3)
+    model.set_target_bandwidth(3.0)
+    with torch.no_grad():
+        ref = torch.cat([f[0] for f in model.encode(wav)], dim=-1)
+    assert torch.equal(ours.encode(wav, 24000).tokens, ref)

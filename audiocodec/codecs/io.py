@@ -127,6 +127,9 @@ def _load_path(path: Path, config) -> Codec:
         load_state_strict(codec, state, str(path))
         return codec
     state, whole = _read_state(path)
+    from .interop import speechtokenizer as st_interop  # before EnCodec: SpeechTokenizer shares its key names
+    if st_interop.is_speechtokenizer_state(state, config, whole, str(path)):
+        return st_interop.load_speechtokenizer_state(state, config, str(path), whole)
     if official.is_wavtokenizer_state(state):
         return official.load_wavtokenizer_state(state, config, str(path))
     if official.is_vocos_state(state):

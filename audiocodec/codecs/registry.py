@@ -16,6 +16,7 @@ from ..nn.seanet import SEANetDecoder, SEANetEncoder
 from ..nn.vocos import VocosDecoder
 from ..quantize.factorized import factorized_rvq
 from ..quantize.rvq import euclidean_rvq
+from ..semantic.model import SpeechTokenizerDecoder, SpeechTokenizerEncoder, semantic_rvq
 from .base import Codec
 
 ENCODERS = Registry("encoder")
@@ -29,6 +30,9 @@ DECODERS.register("vocos")(VocosDecoder)
 ENCODERS.register("dac")(DACEncoder)
 QUANTIZERS.register("factorized_rvq")(factorized_rvq)
 DECODERS.register("dac")(DACDecoder)
+ENCODERS.register("speechtokenizer_seanet")(SpeechTokenizerEncoder)
+DECODERS.register("speechtokenizer_seanet")(SpeechTokenizerDecoder)
+QUANTIZERS.register("semantic_rvq")(semantic_rvq)
 
 CONFIGS: dict[str, dict] = {}
 
@@ -154,3 +158,23 @@ register_config("dac-24k", _dac(
     24000, [2, 4, 5, 8], [8, 5, 4, 2], n_codebooks=32, quantizer_dropout=0.5,
     description="DAC 24 kHz: Snake conv codec, 32 factorized (8-d, cosine) codebooks of 1024 at 75 Hz "
                 "(0.75-24 kbps)"))
+
+
+# -- SpeechTokenizer / DM-Codec: semantic distillation of the first RVQ layer ----------------------------
+
+
+def _speechtokenizer_seanet(**extra) -> dict:
+    return dict(type="speechtokenizer_seanet", channels=1, dimension=1024, n_filters=64, n_residual_layers=1,
+                ratios=[8, 5, 4, 2], activation="ELU", residual_kernel_size=3, dilation_base=2, lstm=2,
+                causal=False, pad_mode="reflect", true_skip=False, compress=2, norm="weight_norm", **extra)
+
+
+register_config("speechtokenizer", dict(
+    description="SpeechTokenizer / DM-Codec 16 kHz: SEANet with a BiLSTM encoder, RVQ of 8 x 1024 EMA codebooks "
+                "at 50 Hz (4 kbps); RVQ layer 0 distilled from HuBERT / BERT through a 1024 -> 768 head",
+    sample_rate=16000, channels=1, num_codebooks=8,
+    encoder=_speechtokenizer_seanet(bidirectional_lstm=True),
+    quantizer=dict(type="semantic_rvq", dim=1024, num_quantizers=8, codebook_size=1024, kmeans_iters=50,
+                   decay=0.99, threshold_ema_dead_code=2.0, semantic_dim=768),
+    decoder=_speechtokenizer_seanet(),
+))

@@ -51,6 +51,7 @@ from ..errors import ConfigError
 from .adversarial import (ADVERSARIAL_LOSSES, check_kind, discriminator_loss, feature_matching_loss,
                           generator_loss)
 from .balancer import Balancer
+from .distillation import DistillationLoss, d_axis_loss, t_axis_loss
 from .spectral import MelLoss, MultiScaleSTFTLoss, SpectralLoss, Spectrogram, waveform_l1
 
 _OUTPUT_TERMS = ("mel", "stft", "l1")
@@ -260,6 +261,7 @@ class CodecLoss(nn.Module):
 
 
 __all__ = [
+    "DistillationLoss", "d_axis_loss", "t_axis_loss",
     "CodecLoss", "GeneratorLoss", "LossOutput", "Balancer", "MelLoss", "MultiScaleSTFTLoss", "SpectralLoss",
     "Spectrogram", "waveform_l1", "discriminator_loss", "generator_loss", "feature_matching_loss",
     "ADVERSARIAL_LOSSES",

@@ -42,7 +42,7 @@ def load_encodec_state(state: Mapping, source: str = "encodec state dict"):
     if first is not None and first.shape[1] != 1:
         raise CheckpointError(f"{source}: a {first.shape[1]}-channel EnCodec (the 48 kHz stereo model) is "
                               "not supported yet; use the 24 kHz mono model")
-    codec = build_codec("encodec-24k", quantizer={"num_quantizers": max(n_q, 1)})
+    codec = build_codec("encodec-24k", quantizer={"num_quantizers": max(n_q, 1)}, num_codebooks=min(8, max(n_q, 1)))
     codec.set_num_codebooks(min(8, n_q))
     load_state_strict(codec, rename_keys(state, SEANET_RULES), source)
     return codec
