@@ -173,3 +173,20 @@ def test_tts_recipes_are_valid_configs():
         assert task.text_cfg["tokenizer"]["type"] in ("char", "phoneme", "bpe", "byte")
     with pytest.raises(ConfigError, match="bogus"):
         TASKS.build(resolve_config(load_yaml(recipes[0]), ["task.bogus=1"])["task"], "task")
+
+
+def test_fine_tuning_starts_from_the_trained_model(corpus, trained, tmp_path):
+    """init_from a trained TTS keeps its tokenizer and weights: the first loss on its data is far below scratch."""
+    from audiocodec.tts import load_tts
+    base = {"type": "tts_lm", "train": str(corpus / "tokens"), "model": {"dim": 64, "num_layers": 2, "num_heads": 4},
+            "max_tokens": 4000}
+    trainer = {"max_steps": 1, "log_every": 1, "val_every": 0, "ckpt_every": 100, "threads": 1, "progress": False,
+               "device": "cpu", "seed": 0}
+    losses = {}
+    for name, task in (("scratch", base), ("fine-tune", {**base, "init_from": str(trained / "tts")})):
+        t = Trainer({"name": name, "task": task, "trainer": trainer, "optim": {"main": {"lr": 1e-9}}},
+                    run_dir=tmp_path / name)
+        losses[name] = t.fit()["loss"]
+    assert losses["fine-tune"] < 0.2 * losses["scratch"], losses
+    tuned = load_tts(tmp_path / "fine-tune" / "tts")
+    assert tuned.text_config == load_tts(trained / "tts").text_config
