@@ -62,12 +62,36 @@ def trained(corpus, tmp_path_factory):
 def test_layout_scores_only_speech_and_eos():
     vocab = TTSVocab(text_size=10, speech_size=5)
     inputs, targets = training_sequence(vocab, [3, 4], torch.tensor([[0, 4]]))
-    assert inputs.tolist() == [BOS, 4 + 3, 4 + 4, AUDIO_BOS, 14, 18]
-    assert targets.tolist() == [IGNORE, IGNORE, IGNORE, 14, 18, EOS]
+    assert inputs.tolist() == [[BOS, 4 + 3, 4 + 4, AUDIO_BOS, 14, 18]]
+    assert targets.tolist() == [[IGNORE, IGNORE, IGNORE, 14, 18, EOS]]
     with pytest.raises(ValueError, match="out of range"):
         training_sequence(vocab, [10], torch.tensor([[0]]))
-    with pytest.raises(ConfigError, match="single-codebook"):
+    with pytest.raises(ConfigError, match="codebook"):
         vocab.speech_ids(torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_delay_layout_for_two_codebooks():
+    from audiocodec.tts.layout import PAD, delay_force, lead_in, undelay
+    vocab = TTSVocab(text_size=10, speech_size=5, num_codebooks=2)
+    codes = torch.tensor([[0, 1, 2], [3, 4, 0]])
+    inputs, targets = training_sequence(vocab, [3], codes)
+    a = lambda c: 14 + c                                           # noqa: E731 - speech id of code c
+    seq = [[BOS, 7, AUDIO_BOS, a(0), a(1), a(2), PAD, EOS],
+           [PAD, PAD, PAD, PAD, a(3), a(4), a(0), EOS]]
+    assert inputs.tolist() == [row[:-1] for row in seq]
+    # row 0 is scored on its frames, its end token and eos; row 1 only where it holds a frame
+    assert targets.tolist() == [[IGNORE, IGNORE] + seq[0][3:], [IGNORE, IGNORE, IGNORE, a(3), a(4), a(0), IGNORE]]
+    # generation: the forced cells reproduce the pattern from sampled frames and row 0's end token
+    sampled = [[a(0), a(9 % 5)], [a(1), a(3)], [a(2), a(4)], [PAD, a(0)], [a(1), a(1)], [a(2), a(2)]]
+    generated = torch.empty(1, 2, 0, dtype=torch.long)
+    for step, pair in enumerate(sampled):
+        token = delay_force(vocab, torch.tensor([pair]), step, generated, lead_in(vocab))
+        generated = torch.cat([generated, token[:, :, None]], dim=-1)
+        if token[0, 0] == EOS:
+            break
+    assert generated[0].tolist() == [seq[0][3:], seq[1][3:]]
+    assert torch.equal(undelay(vocab, generated[0]), codes)
+    assert undelay(vocab, generated[0, :, :2]).tolist() == [[0], [3]]   # mid-generation: complete frames only
 
 
 def test_memorised_utterances_come_back_token_for_token(corpus, trained):
@@ -190,3 +214,40 @@ def test_fine_tuning_starts_from_the_trained_model(corpus, trained, tmp_path):
     assert losses["fine-tune"] < 0.2 * losses["scratch"], losses
     tuned = load_tts(tmp_path / "fine-tune" / "tts")
     assert tuned.text_config == load_tts(trained / "tts").text_config
+
+
+@pytest.fixture(scope="module")
+def trained_rvq(corpus, tmp_path_factory):
+    """A TTS over the tokens of a 2-codebook RVQ codec (delay pattern), memorising the same utterances."""
+    from helpers import seed_euclidean_rvq, synth_audio
+    root = tmp_path_factory.mktemp("tts_rvq")
+    codec = audiocodec.build_codec("encodec-24k", quantizer={"num_quantizers": 2}, num_codebooks=2)
+    seed_euclidean_rvq(codec.encoder, codec.quantizer.layers, synth_audio(2.0, batch=2, seed=1))
+    codec_path = audiocodec.save_codec(codec, root / "codec")
+    extract_tokens(corpus / "train.jsonl", root / "tokens", audiocodec.load_codec(codec_path), num_workers=0)
+    config = {
+        "name": "tts_rvq",
+        "task": {"type": "tts_lm", "train": str(root / "tokens"), "model": {"dim": 64, "num_layers": 2, "num_heads": 4},
+                 "max_tokens": 4000, "codec": str(codec_path)},
+        "trainer": {"max_steps": 400, "log_every": 100, "val_every": 0, "ckpt_every": 400, "threads": 1,
+                    "progress": False, "device": "cpu", "seed": 0},
+        "optim": {"main": {"lr": 3e-3, "weight_decay": 0.0}},
+    }
+    Trainer(config, run_dir=root / "run").fit()
+    return root
+
+
+def test_rvq_tokens_through_the_delay_pattern(corpus, trained_rvq):
+    tts = TTS.load(trained_rvq / "run" / "tts")                   # the codec comes from the model's record
+    assert tts.vocab.num_codebooks == 2 and tts.codec.num_codebooks == 2
+    shards = TokenShards(trained_rvq / "tokens")
+    expected = {r["text"]: t for r, t in zip(shards.records, shards.tokens)}
+    for text, tokens in zip(SENTENCES, tts.generate_tokens(SENTENCES, options=_greedy())):
+        assert tokens.shape[0] == 2 and torch.equal(tokens, expected[text]), text
+    offline = tts.synthesize(SENTENCES[1], greedy=True, chunk_frames=10)
+    streamed = list(tts.synthesize(SENTENCES[1], stream=True, greedy=True, chunk_frames=10))
+    assert torch.equal(torch.cat(streamed), offline)
+    # a voice prompt of K codebooks enters in the delay pattern: the owed frames are forced, not sampled
+    cloned = tts.generate_tokens([SENTENCES[2]], voice=corpus / "u0.wav", voice_text=SENTENCES[0],
+                                 options=_greedy())[0]
+    assert cloned.shape[0] == 2 and cloned.shape[1] > 0

@@ -39,7 +39,7 @@ log = logging.getLogger("audiocodec.train")
 
 
 class _Examples(torch.utils.data.Dataset):
-    """``(inputs [L], targets [L])`` of each usable item of a token folder."""
+    """``(inputs [K, L], targets [K, L])`` of each usable item of a token folder."""
 
     def __init__(self, shards: TokenShards, frontend: TextFrontend, vocab: TTSVocab, max_sequence: int):
         self.items, self.skipped = [], {"no text": 0, "too long": 0}
@@ -49,7 +49,7 @@ class _Examples(torch.utils.data.Dataset):
                 self.skipped["no text"] += 1
                 continue
             ids = frontend.encode(text)
-            if len(ids) + tokens.shape[-1] + 2 > max_sequence:
+            if len(ids) + tokens.shape[-1] + tokens.shape[0] + 2 > max_sequence:
                 self.skipped["too long"] += 1
                 continue
             self.items.append(training_sequence(vocab, ids, tokens))
@@ -62,7 +62,7 @@ class _Examples(torch.utils.data.Dataset):
 
     @property
     def lengths(self) -> list[int]:
-        return [len(x) for x, _ in self.items]
+        return [x.shape[-1] for x, _ in self.items]
 
 
 @TASKS.register("tts_lm")
@@ -96,9 +96,6 @@ class TTSLanguageModel(Task):
         self._ctx = ctx
         shards = TokenShards(self.train_dir)
         meta = shards.meta
-        if int(meta["num_codebooks"]) != 1:
-            raise ConfigError(f"{self.train_dir}: tokens of {meta['num_codebooks']} codebooks; the TTS LM takes "
-                              "single-codebook tokens (extract with --num-codebooks 1 or a single-VQ codec)")
         if self.init_path is not None:
             base = load_tts(self.init_path)
             if base.codec_info.get("fingerprint") != meta["fingerprint"]:
@@ -109,7 +106,8 @@ class TTSLanguageModel(Task):
             self.model = base.train()
         else:
             self.frontend = TextFrontend.from_config(self.text_cfg, texts=[r.get("text") or "" for r in shards.records])
-            vocab = {"text_size": self.frontend.vocab_size, "speech_size": int(meta["cardinality"])}
+            vocab = {"text_size": self.frontend.vocab_size, "speech_size": int(meta["cardinality"]),
+                     "num_codebooks": int(meta["num_codebooks"])}
             codec = {**meta, "source": self.codec_source}
             self.model = TTSModel(vocab, self.model_cfg, self.frontend.to_dict(), codec)
         self.train_examples = _Examples(shards, self.frontend, self.model.vocab, self.max_sequence)
@@ -138,8 +136,8 @@ class TTSLanguageModel(Task):
     def collate(self, items):
         inputs = pad_batch([x for x, _ in items], PAD)
         targets = pad_batch([y for _, y in items], IGNORE)
-        lengths = torch.tensor([len(x) for x, _ in items])
-        mask = torch.arange(inputs.shape[1])[None] < lengths[:, None]
+        lengths = torch.tensor([x.shape[-1] for x, _ in items])
+        mask = torch.arange(inputs.shape[-1])[None] < lengths[:, None]
         return {"inputs": inputs, "targets": targets, "mask": mask}
 
     def _mask(self, batch):

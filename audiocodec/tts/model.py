@@ -1,7 +1,7 @@
 """The TTS language model: a decoder-only transformer over text and speech tokens, and its file format.
 
 :class:`TTSModel` owns everything needed to turn text into codec tokens: the LM
-(:class:`~audiocodec.lm.TransformerLM`, one token stream), the vocabulary layout
+(:class:`~audiocodec.lm.TransformerLM`, one token stream per codebook), the vocabulary layout
 (:class:`~audiocodec.tts.layout.TTSVocab`), the text frontend settings (tokenizer state and language),
 and which codec its speech tokens belong to (name, fingerprint, rates), so a model is never paired
 with the wrong codec.
@@ -31,7 +31,7 @@ WEIGHTS_NAME = "model.safetensors"
 
 class TTSModel(nn.Module):
     """Args:
-        vocab: ``{"text_size", "speech_size"}`` (a :class:`TTSVocab`).
+        vocab: ``{"text_size", "speech_size", "num_codebooks"}`` (a :class:`TTSVocab`).
         lm: :class:`~audiocodec.lm.TransformerLM` arguments except ``vocab_size`` / ``num_codebooks``.
         text: the text frontend: ``{"tokenizer": <tokenizer dict>, "language": "en", "normalize": true}``.
         codec: the codec of the speech tokens: ``{"model_id", "fingerprint", "sample_rate", "frame_rate",
@@ -47,7 +47,7 @@ class TTSModel(nn.Module):
         for key in ("vocab_size", "num_codebooks"):
             if key in lm:
                 raise ConfigError(f"tts model: lm.{key} is set from the vocabulary, leave it out")
-        self.lm = TransformerLM(vocab_size=self.vocab.size, num_codebooks=1, **lm)
+        self.lm = TransformerLM(vocab_size=self.vocab.size, num_codebooks=self.vocab.num_codebooks, **lm)
         self.lm_config, self.text_config, self.codec_info = lm, dict(text), dict(codec)
 
     @property
@@ -56,8 +56,8 @@ class TTSModel(nn.Module):
                 "codec": self.codec_info}
 
     def forward(self, inputs: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``inputs [B, L]`` ids (right-padded; ``padding_mask [B, L]`` True = real) -> logits ``[B, L, V]``."""
-        return self.lm(inputs[:, None], padding_mask=padding_mask)[:, 0]
+        """``inputs [B, K, L]`` ids (right-padded; ``padding_mask [B, L]`` True = real) -> logits ``[B, K, L, V]``."""
+        return self.lm(inputs, padding_mask=padding_mask)
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor,
              padding_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:

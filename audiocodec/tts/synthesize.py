@@ -25,7 +25,7 @@ from ..lm import generate
 from ..lm.generate import StepState
 from ..lm.sampling import TokenSampler
 from .frontend import TextFrontend
-from .layout import EOS, PAD, TTSVocab, pad_batch, prompt_sequence
+from .layout import EOS, PAD, TTSVocab, delay_force, lead_in, pad_batch, prompt_sequence, undelay
 from .model import TTSModel, load_tts
 
 
@@ -107,19 +107,26 @@ class TTS:
         return prompts, text_lengths
 
     def _sampler(self, opts: SynthesisOptions, text_lengths: torch.Tensor):
-        """A ``sample_fn``: only speech tokens or EOS, EOS forbidden before ``min_ratio`` x text length."""
-        allowed = self.vocab.speech_logit_mask(self.device)
+        """A ``sample_fn``: per row only what it may sample (speech tokens; row 0 also its end token), the
+        end token forbidden before ``min_ratio`` x text length."""
+        allowed = self.vocab.speech_logit_mask(self.device)[None]          # [1, K, V]
         gen = None
         if opts.seed is not None:
             gen = torch.Generator(device=self.device).manual_seed(int(opts.seed))
         sampler = TokenSampler(temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p,
                                do_sample=not opts.greedy, repetition_penalty=opts.repetition_penalty,
-                               ras=opts.ras and not opts.greedy, eos_id=EOS, generator=gen,
+                               ras=opts.ras and not opts.greedy, eos_id=self.vocab.end_token, generator=gen,
                                min_len=(text_lengths.float() * opts.min_ratio).long().to(self.device))
 
         def sample_fn(logits: torch.Tensor, state: StepState) -> torch.Tensor:
             return sampler(logits.float().masked_fill(~allowed, float("-inf")), state)
         return sample_fn
+
+    def _force_fn(self, leads: torch.Tensor):
+        """The delay pattern's forced cells; ``leads [B, K, K]``: each row's :func:`lead_in`."""
+        def force_fn(tokens: torch.Tensor, state: StepState) -> torch.Tensor:
+            return delay_force(self.vocab, tokens, state.step, state.generated, leads[state.rows])
+        return force_fn
 
     # -- generation --------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -129,19 +136,22 @@ class TTS:
         opts = options or SynthesisOptions()
         voice_tokens = self._voice_tokens(voice)
         prompts, text_lengths = self._prompts(sentences, voice_tokens, voice_text)
-        lengths = torch.tensor([len(p) for p in prompts])
+        lengths = torch.tensor([p.shape[-1] for p in prompts])
         text_lengths = torch.tensor(text_lengths)
-        max_new = int((text_lengths.max() * opts.max_ratio).ceil()) + 1
-        batch = pad_batch(prompts, PAD, left=True).to(self.device)[:, None]
+        k = self.vocab.num_codebooks
+        max_new = int((text_lengths.max() * opts.max_ratio).ceil()) + k
+        batch = pad_batch(prompts, PAD, left=True).to(self.device)
+        leads = lead_in(self.vocab, voice_tokens).to(self.device)[None].expand(len(prompts), k, k)
         out = generate(self.model.lm, batch, max_new, prompt_lengths=lengths.to(self.device),
-                       sample_fn=self._sampler(opts, text_lengths), eos_id=EOS, pad_id=PAD)
+                       sample_fn=self._sampler(opts, text_lengths), force_fn=self._force_fn(leads),
+                       eos_id=EOS, pad_id=PAD)
         cap = (text_lengths.float() * opts.max_ratio).long()
-        return [self.vocab.to_speech(out.tokens[i, 0, : min(int(out.lengths[i]), int(cap[i]))].cpu())[None]
+        return [undelay(self.vocab, out.tokens[i, :, : int(out.lengths[i])].cpu())[:, : int(cap[i])]
                 for i in range(len(sentences))]
 
     def _decode_chunks(self, tokens: torch.Tensor, opts: SynthesisOptions, final: bool = True,
                        start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
-        """Audio of frames ``[start, ...)`` of ``tokens [1, T]`` in chunks; with ``final=False`` only the
+        """Audio of frames ``[start, ...)`` of ``tokens [K, T]`` in chunks; with ``final=False`` only the
         chunks whose look-ahead already exists. Yields ``(next start, audio [n])``."""
         total, chunk, ctx, hop = tokens.shape[-1], opts.chunk_frames, opts.context_frames, self.codec.hop_length
         while start < total:
@@ -201,25 +211,29 @@ class TTS:
 
     @torch.inference_mode()
     def _token_stream(self, sentence: str, voice, voice_text, opts: SynthesisOptions) -> Iterator[torch.Tensor]:
-        """The growing speech tokens ``[1, n]`` of one sentence, every ``chunk_frames`` new tokens (and at
-        the end). Token-by-token decoding with the KV cache, as :func:`~audiocodec.lm.generate`."""
+        """The growing speech tokens ``[K, n]`` (complete frames) of one sentence, every ``chunk_frames``
+        steps and at the end. Token-by-token decoding with the KV cache, as :func:`~audiocodec.lm.generate`."""
         voice_tokens = self._voice_tokens(voice)
         prompts, text_lengths = self._prompts([sentence], voice_tokens, voice_text)
         text_len = torch.tensor(text_lengths)
-        max_new = int(text_len[0] * opts.max_ratio) + 1
+        k = self.vocab.num_codebooks
+        max_new = int(text_len[0] * opts.max_ratio) + k
         lm = self.model.lm
-        prompt = prompts[0].to(self.device)[None, None]
+        prompt = prompts[0].to(self.device)[None]
         cache = lm.new_cache(1, prompt.shape[-1] + max_new)
         logits = lm(prompt, cache=cache)[:, :, -1]
         sample_fn = self._sampler(opts, text_len)
-        generated = torch.empty(1, 1, 0, dtype=torch.long, device=self.device)
+        force_fn = self._force_fn(lead_in(self.vocab, voice_tokens).to(self.device)[None])
+        generated = torch.empty(1, k, 0, dtype=torch.long, device=self.device)
         rows = torch.zeros(1, dtype=torch.long, device=self.device)
+        cap = int(text_len[0] * opts.max_ratio)
         for step in range(max_new):
-            token = sample_fn(logits, StepState(step, generated, rows))       # [1, K=1]
-            if int(token) == EOS:
+            state = StepState(step, generated, rows)
+            token = force_fn(sample_fn(logits, state), state)                   # [1, K]
+            if int(token[0, 0]) == EOS:
                 break
             generated = torch.cat([generated, token[:, :, None]], dim=-1)
-            if generated.shape[-1] % opts.chunk_frames == 0:
-                yield self.vocab.to_speech(generated[0].cpu())
+            if (step + 1) % opts.chunk_frames == 0:
+                yield undelay(self.vocab, generated[0].cpu())[:, :cap]
             logits = lm(token[:, :, None], cache=cache)[:, :, -1]
-        yield self.vocab.to_speech(generated[0].cpu())
+        yield undelay(self.vocab, generated[0].cpu())[:, :cap]
