@@ -50,7 +50,7 @@ def trained(corpus, tmp_path_factory):
         "name": "tts",
         "task": {"type": "tts_lm", "train": str(corpus / "tokens"), "valid": str(corpus / "tokens"),
                  "model": {"dim": 64, "num_layers": 2, "num_heads": 4}, "max_tokens": 4000,
-                 "codec": audiocodec.DEFAULT_CODEC},
+                 "codec": audiocodec.DEFAULT_CODEC, "speaker_prompt_prob": 0.0},
         "trainer": {"max_steps": 250, "log_every": 50, "val_every": 250, "ckpt_every": 250, "threads": 1,
                     "progress": False, "device": "cpu", "seed": 0},
         "optim": {"main": {"lr": 3e-3, "weight_decay": 0.0}},
@@ -62,12 +62,32 @@ def trained(corpus, tmp_path_factory):
 def test_layout_scores_only_speech_and_eos():
     vocab = TTSVocab(text_size=10, speech_size=5)
     inputs, targets = training_sequence(vocab, [3, 4], torch.tensor([[0, 4]]))
-    assert inputs.tolist() == [[BOS, 4 + 3, 4 + 4, AUDIO_BOS, 14, 18]]
-    assert targets.tolist() == [[IGNORE, IGNORE, IGNORE, 14, 18, EOS]]
+    t, a = vocab.text_offset, vocab.speech_offset               # 5 specials, then 10 text ids, then speech
+    assert inputs.tolist() == [[BOS, t + 3, t + 4, AUDIO_BOS, a + 0, a + 4]]
+    assert targets.tolist() == [[IGNORE, IGNORE, IGNORE, a + 0, a + 4, EOS]]
     with pytest.raises(ValueError, match="out of range"):
         training_sequence(vocab, [10], torch.tensor([[0]]))
     with pytest.raises(ConfigError, match="codebook"):
         vocab.speech_ids(torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_speaker_prompt_layout_and_training(corpus, tmp_path):
+    from audiocodec.tts.layout import PAD, SPEAKER
+    vocab = TTSVocab(text_size=10, speech_size=5, num_codebooks=2)
+    inputs, targets = training_sequence(vocab, [3], torch.tensor([[0], [1]]), speaker_prompt=torch.tensor([[2, 3], [4, 0]]))
+    a = lambda c: vocab.speech_offset + c                            # noqa: E731
+    assert inputs[:, :6].tolist() == [[SPEAKER, a(2), a(3), BOS, vocab.text_offset + 3, AUDIO_BOS],
+                                      [PAD, a(4), a(0), PAD, PAD, PAD]]
+    assert (targets[:, :5] == IGNORE).all() and targets[0, 5] == a(0)
+    # every example gets another clip of its speaker in front; the loss still falls
+    config = {"name": "spk", "task": {"type": "tts_lm", "train": str(corpus / "tokens"), "speaker_prompt_prob": 1.0,
+                                      "model": {"dim": 32, "num_layers": 1, "num_heads": 2}, "max_tokens": 8000},
+              "trainer": {"max_steps": 30, "log_every": 10, "val_every": 0, "ckpt_every": 100, "threads": 1,
+                          "progress": False, "device": "cpu"}, "optim": {"main": {"lr": 3e-3}}}
+    trainer = Trainer(config, run_dir=tmp_path / "run")
+    assert all(x[0, 0] == SPEAKER for x, _ in trainer.task.train_examples.items)
+    first = trainer.fit(until_step=1)["loss"]
+    assert trainer.fit()["loss"] < 0.8 * first
 
 
 def test_delay_layout_for_two_codebooks():
@@ -75,8 +95,8 @@ def test_delay_layout_for_two_codebooks():
     vocab = TTSVocab(text_size=10, speech_size=5, num_codebooks=2)
     codes = torch.tensor([[0, 1, 2], [3, 4, 0]])
     inputs, targets = training_sequence(vocab, [3], codes)
-    a = lambda c: 14 + c                                           # noqa: E731 - speech id of code c
-    seq = [[BOS, 7, AUDIO_BOS, a(0), a(1), a(2), PAD, EOS],
+    a = lambda c: vocab.speech_offset + c                          # noqa: E731 - speech id of code c
+    seq = [[BOS, vocab.text_offset + 3, AUDIO_BOS, a(0), a(1), a(2), PAD, EOS],
            [PAD, PAD, PAD, PAD, a(3), a(4), a(0), EOS]]
     assert inputs.tolist() == [row[:-1] for row in seq]
     # row 0 is scored on its frames, its end token and eos; row 1 only where it holds a frame
@@ -125,8 +145,8 @@ def test_voice_cloning_prompt_and_errors(corpus, trained):
     tts = TTS.load(trained / "tts")
     audio = tts.synthesize(SENTENCES[1], voice=corpus / "u0.wav", voice_text=SENTENCES[0], seed=0)
     assert audio.dim() == 1 and audio.shape[0] > 0
-    with pytest.raises(ConfigError, match="transcript"):
-        tts.synthesize(SENTENCES[1], voice=corpus / "u0.wav")
+    from_audio_alone = tts.generate_tokens([SENTENCES[1]], voice=corpus / "u0.wav", options=_greedy())[0]
+    assert from_audio_alone.shape[0] == 1 and from_audio_alone.shape[1] > 0      # a speaker prompt
     with pytest.raises(ConfigError, match="nothing to say"):
         tts.synthesize("   ")
     other = audiocodec.build_codec("wavtokenizer-75", encoder={"dimension": 64}, quantizer={"dim": 64},
@@ -203,7 +223,7 @@ def test_fine_tuning_starts_from_the_trained_model(corpus, trained, tmp_path):
     """init_from a trained TTS keeps its tokenizer and weights: the first loss on its data is far below scratch."""
     from audiocodec.tts import load_tts
     base = {"type": "tts_lm", "train": str(corpus / "tokens"), "model": {"dim": 64, "num_layers": 2, "num_heads": 4},
-            "max_tokens": 4000}
+            "max_tokens": 4000, "speaker_prompt_prob": 0.0}
     trainer = {"max_steps": 1, "log_every": 1, "val_every": 0, "ckpt_every": 100, "threads": 1, "progress": False,
                "device": "cpu", "seed": 0}
     losses = {}
@@ -228,7 +248,7 @@ def trained_rvq(corpus, tmp_path_factory):
     config = {
         "name": "tts_rvq",
         "task": {"type": "tts_lm", "train": str(root / "tokens"), "model": {"dim": 64, "num_layers": 2, "num_heads": 4},
-                 "max_tokens": 4000, "codec": str(codec_path)},
+                 "max_tokens": 4000, "codec": str(codec_path), "speaker_prompt_prob": 0.0},
         "trainer": {"max_steps": 400, "log_every": 100, "val_every": 0, "ckpt_every": 400, "threads": 1,
                     "progress": False, "device": "cpu", "seed": 0},
         "optim": {"main": {"lr": 3e-3, "weight_decay": 0.0}},

@@ -32,27 +32,42 @@ from ..errors import ConfigError
 from ..tts.frontend import TextFrontend
 from ..tts.layout import IGNORE, PAD, TTSVocab, pad_batch, training_sequence
 from ..tts.model import TTSModel, load_tts, save_tts
-from .data import BucketBatchSampler
+from .data import BucketBatchSampler, mix_seed
 from .task import TASKS, Task
 
 log = logging.getLogger("audiocodec.train")
 
 
 class _Examples(torch.utils.data.Dataset):
-    """``(inputs [K, L], targets [K, L])`` of each usable item of a token folder."""
+    """``(inputs [K, L], targets [K, L])`` of each usable item of a token folder.
 
-    def __init__(self, shards: TokenShards, frontend: TextFrontend, vocab: TTSVocab, max_sequence: int):
+    With ``speaker_prompt_prob`` > 0, that share of the items (chosen by a fixed hash of the item index,
+    among speakers with several clips) gets a speaker prompt: the first ``speaker_prompt_frames`` of
+    another clip of the same speaker, so the model learns to clone a voice from audio alone."""
+
+    def __init__(self, shards: TokenShards, frontend: TextFrontend, vocab: TTSVocab, max_sequence: int,
+                 speaker_prompt_prob: float = 0.0, speaker_prompt_frames: int = 225, seed: int = 0):
         self.items, self.skipped = [], {"no text": 0, "too long": 0}
-        for rec, tokens in zip(shards.records, shards.tokens):
+        by_speaker: dict = {}
+        for i, rec in enumerate(shards.records):
+            if rec.get("speaker") is not None:
+                by_speaker.setdefault(rec["speaker"], []).append(i)
+        for i, (rec, tokens) in enumerate(zip(shards.records, shards.tokens)):
             text = rec.get("text")
             if not text:
                 self.skipped["no text"] += 1
                 continue
             ids = frontend.encode(text)
-            if len(ids) + tokens.shape[-1] + tokens.shape[0] + 2 > max_sequence:
+            prompt = None
+            clips = by_speaker.get(rec.get("speaker"), [])
+            if len(clips) > 1 and mix_seed(seed, i) % 1000 < speaker_prompt_prob * 1000:
+                other = clips[(clips.index(i) + 1 + mix_seed(seed, i, 1) % (len(clips) - 1)) % len(clips)]
+                prompt = shards.tokens[other][:, :speaker_prompt_frames]
+            extra = 0 if prompt is None else prompt.shape[-1] + 1
+            if len(ids) + tokens.shape[-1] + tokens.shape[0] + 2 + extra > max_sequence:
                 self.skipped["too long"] += 1
                 continue
-            self.items.append(training_sequence(vocab, ids, tokens))
+            self.items.append(training_sequence(vocab, ids, tokens, prompt))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -74,7 +89,9 @@ class TTSLanguageModel(Task):
         model: :class:`~audiocodec.lm.TransformerLM` arguments (vocabulary sizes are derived).
         max_tokens / max_items / bucket_size: dynamic batching (see
             :class:`~audiocodec.train.data.BucketBatchSampler`).
-        max_sequence: skip examples longer than this many tokens (text + speech + 3 specials).
+        max_sequence: skip examples longer than this many tokens (prompt + text + speech + specials).
+        speaker_prompt_prob / speaker_prompt_seconds: share of training examples that get a speaker
+            prompt (another clip of the same speaker, its first seconds), for cloning without transcript.
         codec: where to load the codec from at synthesis time (a path or embedded codec name); recorded
             in the model with the token folder's codec fingerprint.
         init_from: a trained TTS (folder or file) to fine-tune.
@@ -84,12 +101,16 @@ class TTSLanguageModel(Task):
     def __init__(self, train: str, valid: Optional[str] = None, text: Optional[Mapping] = None,
                  model: Optional[Mapping] = None, max_tokens: int = 8000, max_items: Optional[int] = None,
                  bucket_size: int = 1000, max_sequence: int = 2048, codec: Optional[str] = None,
+                 speaker_prompt_prob: float = 0.3, speaker_prompt_seconds: float = 3.0,
                  init_from: Optional[str] = None, export: bool = True):
         self.train_dir, self.valid_dir = train, valid
         self.text_cfg = dict(text or {"tokenizer": {"type": "char"}})
         self.model_cfg = dict(model or {"dim": 256, "num_layers": 4, "num_heads": 4})
         self.max_tokens, self.max_items, self.bucket_size = int(max_tokens), max_items, int(bucket_size)
         self.max_sequence, self.codec_source, self.init_path, self.export_model = int(max_sequence), codec, init_from, export
+        if not 0.0 <= speaker_prompt_prob <= 1.0:
+            raise ConfigError(f"task.speaker_prompt_prob must be in [0, 1], got {speaker_prompt_prob}")
+        self.speaker_prompt_prob, self.speaker_prompt_seconds = float(speaker_prompt_prob), float(speaker_prompt_seconds)
         self._ctx = None
 
     def build(self, ctx):
@@ -110,7 +131,10 @@ class TTSLanguageModel(Task):
                      "num_codebooks": int(meta["num_codebooks"])}
             codec = {**meta, "source": self.codec_source}
             self.model = TTSModel(vocab, self.model_cfg, self.frontend.to_dict(), codec)
-        self.train_examples = _Examples(shards, self.frontend, self.model.vocab, self.max_sequence)
+        frames = int(self.speaker_prompt_seconds * float(meta["frame_rate"]))
+        seed = int(ctx.config["trainer"]["seed"])
+        self.train_examples = _Examples(shards, self.frontend, self.model.vocab, self.max_sequence,
+                                        self.speaker_prompt_prob, frames, seed)
         if len(self.train_examples) == 0:
             raise ConfigError(f"{self.train_dir}: no usable example (skipped: {self.train_examples.skipped})")
         if any(self.train_examples.skipped.values()) and ctx.is_main:

@@ -2,12 +2,15 @@
 
 One vocabulary holds four special tokens, the text tokens and the codec's speech tokens::
 
-    0 pad | 1 bos | 2 eos | 3 audio_bos | 4 .. 4+V_text-1 text | 4+V_text .. 4+V_text+C-1 speech
+    0 pad | 1 bos | 2 eos | 3 audio_bos | 4 speaker | 5 .. 5+V_text-1 text | 5+V_text .. speech
 
 A training sequence is ``[bos, text..., audio_bos, speech..., eos]``; the loss covers the speech tokens and
 the final EOS (the model is never asked to predict text). Voice cloning puts the reference transcript in
 front of the target text and the reference speech after ``audio_bos``, then lets the model continue:
-``[bos, ref_text + text, audio_bos, ref_speech...]``.
+``[bos, ref_text + text, audio_bos, ref_speech...]``. Without the reference's transcript, its speech is a
+*speaker prompt* in front: ``[speaker, ref_speech..., bos, text, audio_bos, ...]`` (the codebooks of a
+frame side by side, no delay); training puts one there for part of the examples (another clip of the same
+speaker), so the model learns to take the voice from it.
 
 Sequences are ``[K, L]``: one row per codebook, read by a K-stream LM (one embedding and head per
 stream). With one codebook (WavTokenizer) it is the plain sequence above. With K codebooks (RVQ) the
@@ -31,8 +34,8 @@ import torch
 
 from ..errors import ConfigError
 
-PAD, BOS, EOS, AUDIO_BOS = 0, 1, 2, 3
-NUM_SPECIAL = 4
+PAD, BOS, EOS, AUDIO_BOS, SPEAKER = 0, 1, 2, 3, 4
+NUM_SPECIAL = 5
 IGNORE = -100  # cross-entropy ignore index
 
 
@@ -132,29 +135,47 @@ def _text_rows(vocab: TTSVocab, parts: list) -> torch.Tensor:
     return out
 
 
-def training_sequence(vocab: TTSVocab, text_tokens: Sequence[int], speech_tokens: torch.Tensor
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(inputs [K, L-1], targets [K, L-1])`` of ``[bos, text, audio_bos, speech, eos]`` (``L`` columns):
-    the model reads ``inputs`` and predicts ``targets`` (the sequence shifted by one), which are
-    :data:`IGNORE` except for the speech part: row 0 everywhere (frames, end token, eos), rows ``k >= 1``
-    only where they hold a frame."""
+def speaker_rows(vocab: TTSVocab, speaker_prompt: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``[K, 1 + T]`` ids of a speaker prompt: ``speaker`` then the frames of ``speaker_prompt [K, T]``."""
+    if speaker_prompt is None or not speaker_prompt.numel():
+        return None
+    ids = vocab.speech_ids(speaker_prompt)
+    head = torch.full((vocab.num_codebooks, 1), PAD, dtype=torch.long)
+    head[0, 0] = SPEAKER
+    return torch.cat([head, ids], dim=1)
+
+
+def training_sequence(vocab: TTSVocab, text_tokens: Sequence[int], speech_tokens: torch.Tensor,
+                      speaker_prompt: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inputs [K, L-1], targets [K, L-1])`` of ``[(speaker prompt), bos, text, audio_bos, speech, eos]``
+    (``L`` columns): the model reads ``inputs`` and predicts ``targets`` (the sequence shifted by one),
+    which are :data:`IGNORE` except for the speech part: row 0 everywhere (frames, end token, eos), rows
+    ``k >= 1`` only where they hold a frame."""
     text = vocab.text_ids(text_tokens)
-    seq = torch.cat([_text_rows(vocab, [torch.tensor([BOS]), text, torch.tensor([AUDIO_BOS])]),
-                     speech_rows(vocab, speech_tokens)], dim=1)
+    parts = [_text_rows(vocab, [torch.tensor([BOS]), text, torch.tensor([AUDIO_BOS])]),
+             speech_rows(vocab, speech_tokens)]
+    prompt = speaker_rows(vocab, speaker_prompt)
+    if prompt is not None:
+        parts.insert(0, prompt)
+    seq = torch.cat(parts, dim=1)
+    given = len(text) + 2 + (prompt.shape[1] if prompt is not None else 0)   # columns up to audio_bos
     targets = seq[:, 1:].clone()
-    targets[:, : len(text) + 1] = IGNORE    # the text and audio_bos are given, not predicted
+    targets[:, : given - 1] = IGNORE    # the prompt, text and audio_bos are given, not predicted
     if vocab.num_codebooks > 1:
         forced = (targets[1:] < vocab.speech_offset) & (targets[1:] != IGNORE)
         targets[1:][forced] = IGNORE
     return seq[:, :-1], targets
 
 
-def prompt_sequence(vocab: TTSVocab, text_tokens: Sequence[int],
-                    speech_prefix: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``[bos, text, audio_bos, speech_prefix...]`` (ids ``[K, L]``): the model continues with speech.
-    A prefix of K codebooks enters in the delay pattern, complete frames only: its last ``K - 1``
-    columns hold the first frames of the lower rows (the rows above continue them)."""
+def prompt_sequence(vocab: TTSVocab, text_tokens: Sequence[int], speech_prefix: Optional[torch.Tensor] = None,
+                    speaker_prompt: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``[(speaker prompt), bos, text, audio_bos, speech_prefix...]`` (ids ``[K, L]``): the model continues
+    with speech. A prefix of K codebooks enters in the delay pattern, complete frames only: its last
+    ``K - 1`` columns hold the first frames of the lower rows (the rows above continue them)."""
     rows = _text_rows(vocab, [torch.tensor([BOS]), vocab.text_ids(text_tokens), torch.tensor([AUDIO_BOS])])
+    prompt = speaker_rows(vocab, speaker_prompt)
+    if prompt is not None:
+        rows = torch.cat([prompt, rows], dim=1)
     if speech_prefix is not None and speech_prefix.numel():
         prefix = speech_rows(vocab, speech_prefix)
         t = prefix.shape[1] - vocab.num_codebooks

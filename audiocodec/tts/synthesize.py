@@ -34,7 +34,8 @@ class SynthesisOptions:
     """Sampling and length controls (CosyVoice defaults: RAS with top-p 0.8, top-k 25).
 
     ``greedy``: argmax decoding (deterministic). ``min_ratio`` / ``max_ratio``: speech tokens per text
-    token below which EOS is forbidden / at which generation stops.
+    token below which EOS is forbidden / at which generation stops. ``speaker_prompt_seconds``: how much
+    of a voice without transcript is used as speaker prompt.
     """
     temperature: float = 1.0
     top_k: Optional[int] = 25
@@ -49,6 +50,7 @@ class SynthesisOptions:
     chunk_frames: int = 25
     context_frames: int = 8
     sentence_pause: float = 0.12
+    speaker_prompt_seconds: float = 3.0
     timings: dict = field(default_factory=dict)
 
 
@@ -92,19 +94,25 @@ class TTS:
             wav, sr = torch.as_tensor(voice), self.sample_rate
         return self.codec.encode(wav.to(self.codec.device), sample_rate=sr).tokens[0].cpu()
 
-    def _prompts(self, sentences: Sequence[str], voice_tokens, voice_text) -> tuple[list[torch.Tensor], list[int]]:
-        prefix_ids = self.frontend.encode(voice_text) if voice_text else []
-        if voice_tokens is not None and not voice_text:
-            raise ConfigError("voice cloning needs the reference's transcript (voice_text): the model continues "
-                              "the reference speech as if it said that text")
+    def _prompts(self, sentences: Sequence[str], voice_tokens, voice_text, opts: "SynthesisOptions"
+                 ) -> tuple[list[torch.Tensor], list[int], Optional[torch.Tensor]]:
+        """``(prompts [K, L_i], text lengths, speech prefix)``. With a voice and its transcript, the model
+        continues the reference (the prefix); with a voice alone, the reference's first
+        ``speaker_prompt_seconds`` are a speaker prompt in front of the text."""
+        prefix = speaker = None
+        if voice_tokens is not None and voice_text:
+            prefix = voice_tokens
+        elif voice_tokens is not None:
+            speaker = voice_tokens[:, : max(1, int(opts.speaker_prompt_seconds * self.codec.frame_rate))]
+        prefix_ids = self.frontend.encode(voice_text) if prefix is not None else []
         prompts, text_lengths = [], []
         for s in sentences:
             ids = self.frontend.encode(s)
             if not ids:
                 raise ConfigError(f"the text {s!r} gives no tokens after normalisation")
-            prompts.append(prompt_sequence(self.vocab, prefix_ids + ids, voice_tokens))
+            prompts.append(prompt_sequence(self.vocab, prefix_ids + ids, prefix, speaker))
             text_lengths.append(len(ids))
-        return prompts, text_lengths
+        return prompts, text_lengths, prefix
 
     def _sampler(self, opts: SynthesisOptions, text_lengths: torch.Tensor):
         """A ``sample_fn``: per row only what it may sample (speech tokens; row 0 also its end token), the
@@ -135,13 +143,13 @@ class TTS:
         """Speech tokens ``[1, T_i]`` of each sentence (generated together, one batch)."""
         opts = options or SynthesisOptions()
         voice_tokens = self._voice_tokens(voice)
-        prompts, text_lengths = self._prompts(sentences, voice_tokens, voice_text)
+        prompts, text_lengths, prefix = self._prompts(sentences, voice_tokens, voice_text, opts)
         lengths = torch.tensor([p.shape[-1] for p in prompts])
         text_lengths = torch.tensor(text_lengths)
         k = self.vocab.num_codebooks
         max_new = int((text_lengths.max() * opts.max_ratio).ceil()) + k
         batch = pad_batch(prompts, PAD, left=True).to(self.device)
-        leads = lead_in(self.vocab, voice_tokens).to(self.device)[None].expand(len(prompts), k, k)
+        leads = lead_in(self.vocab, prefix).to(self.device)[None].expand(len(prompts), k, k)
         out = generate(self.model.lm, batch, max_new, prompt_lengths=lengths.to(self.device),
                        sample_fn=self._sampler(opts, text_lengths), force_fn=self._force_fn(leads),
                        eos_id=EOS, pad_id=PAD)
@@ -171,7 +179,8 @@ class TTS:
                    **options) -> Union[torch.Tensor, Iterator[torch.Tensor]]:
         """Speak ``text``: audio ``[L]`` at :attr:`sample_rate`, or (``stream=True``) an iterator of
         chunks whose concatenation is exactly that audio. ``options``: :class:`SynthesisOptions` fields.
-        ``voice``: a reference clip (path or tensor) and ``voice_text`` its transcript."""
+        ``voice``: a reference clip (path or tensor); with ``voice_text``, its transcript, the model
+        continues the reference (best similarity); without, the clip is a speaker prompt."""
         opts = SynthesisOptions(**options)
         sentences = self.frontend.split(text, opts.max_chars)
         if not sentences:
@@ -214,7 +223,7 @@ class TTS:
         """The growing speech tokens ``[K, n]`` (complete frames) of one sentence, every ``chunk_frames``
         steps and at the end. Token-by-token decoding with the KV cache, as :func:`~audiocodec.lm.generate`."""
         voice_tokens = self._voice_tokens(voice)
-        prompts, text_lengths = self._prompts([sentence], voice_tokens, voice_text)
+        prompts, text_lengths, prefix = self._prompts([sentence], voice_tokens, voice_text, opts)
         text_len = torch.tensor(text_lengths)
         k = self.vocab.num_codebooks
         max_new = int(text_len[0] * opts.max_ratio) + k
@@ -223,7 +232,7 @@ class TTS:
         cache = lm.new_cache(1, prompt.shape[-1] + max_new)
         logits = lm(prompt, cache=cache)[:, :, -1]
         sample_fn = self._sampler(opts, text_len)
-        force_fn = self._force_fn(lead_in(self.vocab, voice_tokens).to(self.device)[None])
+        force_fn = self._force_fn(lead_in(self.vocab, prefix).to(self.device)[None])
         generated = torch.empty(1, k, 0, dtype=torch.long, device=self.device)
         rows = torch.zeros(1, dtype=torch.long, device=self.device)
         cap = int(text_len[0] * opts.max_ratio)
