@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""TTS LM speed: generated speech tokens per second at several batch sizes, and the first streamed
+audio chunk's latency, for the default TTS config (``recipes/tts/mini.yaml``) with random weights (or a
+trained model with ``--model``) and the embedded default codec.
+
+    python benchmarks/tts_speed.py --device cuda --batch-sizes 1 64 --tokens 500
+    python benchmarks/tts_speed.py --device cpu --batch-sizes 1 --tokens 100
+
+Random weights would stop at random EOS tokens: EOS is forbidden until ``--tokens`` tokens, so every row
+generates exactly that many. Prints a table; ``--json`` writes it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import audiocodec  # noqa: E402
+from audiocodec.config import load_yaml  # noqa: E402
+from audiocodec.text.tokenizers import build_tokenizer  # noqa: E402
+from audiocodec.tts import TTS, SynthesisOptions, TTSModel, load_tts  # noqa: E402
+
+
+def random_model(codec, text_config: dict, lm_config: dict) -> TTSModel:
+    tok = build_tokenizer({"type": "char", "corpus": ["abcdefghijklmnopqrstuvwxyz .,?!'"]})
+    vocab = {"text_size": tok.vocab_size, "speech_size": codec.cardinality, "num_codebooks": codec.num_codebooks}
+    info = {"model_id": codec.name, "fingerprint": codec.fingerprint(), "sample_rate": codec.sample_rate,
+            "frame_rate": codec.frame_rate, "num_codebooks": codec.num_codebooks, "cardinality": codec.cardinality}
+    return TTSModel(vocab, lm_config, {"tokenizer": tok.to_dict(), "language": text_config.get("language", "en")},
+                    info)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="a trained TTS (default: random weights, recipes/tts/mini.yaml)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
+    p.add_argument("--tokens", type=int, default=500, help="speech tokens generated per row")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    codec = audiocodec.load_codec(audiocodec.DEFAULT_CODEC, device=device)
+    if args.model:
+        model = load_tts(args.model, device)
+    else:
+        recipe = load_yaml(ROOT / "recipes" / "tts" / "mini.yaml")["task"]
+        model = random_model(codec, recipe["text"], recipe["model"]).to(device)
+    model = model.to(dtype).eval()
+    tts = TTS(model, codec)
+    text = "the quick brown fox jumps over the lazy dog"
+    ratio = args.tokens / len(tts.frontend.encode(text))
+    opts = dict(min_ratio=ratio, max_ratio=ratio, seed=0)
+    rows = []
+    for batch in args.batch_sizes:
+        tts.generate_tokens([text] * batch, options=SynthesisOptions(**{**opts, "min_ratio": 1, "max_ratio": 2}))
+        times = []
+        for _ in range(args.repeats):
+            sync(device)
+            t0 = time.perf_counter()
+            out = tts.generate_tokens([text] * batch, options=SynthesisOptions(**opts))
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        n = sum(int(t.shape[-1]) for t in out)
+        best = min(times)
+        rows.append({"batch": batch, "tokens_per_row": n // batch, "seconds": best, "tokens_per_s": n / best,
+                     "realtime": n / best / codec.frame_rate})
+    timings: dict = {}
+    list(tts.synthesize(text, stream=True, timings=timings, **{**opts, "max_ratio": 2 * 25 / len(text)}))
+    for _ in range(args.repeats):
+        t: dict = {}
+        chunks = tts.synthesize(text, stream=True, timings=t, **opts)
+        next(chunks)
+        timings.setdefault("first", []).append(t["first_chunk_s"])
+        chunks.close()
+    print(f"{'batch':>6} {'tokens/row':>11} {'seconds':>9} {'tokens/s':>10} {'x realtime':>11}")
+    for r in rows:
+        print(f"{r['batch']:>6} {r['tokens_per_row']:>11} {r['seconds']:>9.3f} {r['tokens_per_s']:>10.0f} "
+              f"{r['realtime']:>11.1f}")
+    first = min(timings["first"])
+    print(f"first streamed chunk ({25} frames = {25 / codec.frame_rate * 1000:.0f} ms of audio): {first * 1000:.0f} ms")
+    params = sum(p.numel() for p in model.parameters())
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": str(device), "dtype": args.dtype, "parameters": params,
+                                               "rows": rows, "first_chunk_ms": first * 1000}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
