@@ -266,6 +266,11 @@ def _scalar(value) -> torch.Tensor:
 
 # -- the context a task sees -------------------------------------------------------------------------
 
+def _skips_on_device(opt: torch.optim.Optimizer, norm: torch.Tensor) -> bool:
+    """Whether ``opt`` can skip a step given a device flag (fused Adam / AdamW on the GPU)."""
+    return norm.is_cuda and isinstance(opt, torch.optim.Adam) and bool(opt.defaults.get("fused"))
+
+
 class TrainContext:
     """The trainer as a task sees it: where it runs, which step it is, and the optimizer helper."""
 
@@ -443,6 +448,7 @@ class Trainer:
         self._stepped: set[str] = set()
         self.history: list[dict] = []
         self.skipped: dict[str, int] = {}  # optimizer steps skipped for non-finite gradients, by optimizer
+        self._skipped_on_device: dict[str, torch.Tensor] = {}  # the same, not yet read back (fused optimizers)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self._saved_step = -1  # the step of the newest checkpoint on disk (of this run)
 
@@ -641,16 +647,26 @@ class Trainer:
         dist_utils.average_gradients([p for p in params if p.requires_grad])
         grads = [p.grad for p in params if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.dist.device)
-        finite = True
-        if self.tcfg["skip_nonfinite"] and grads:
-            finite = bool(torch.isfinite(norm))
-        if not finite:
-            log.warning(f"step {self.ctx.step}: gradient norm of {name!r} is {norm.item()}; optimizer step skipped")
-            self.skipped[name] = self.skipped.get(name, 0) + 1
-        else:
-            if self.clip[name] is not None and grads:
+        if self.tcfg["skip_nonfinite"] and grads and _skips_on_device(opt, norm):
+            # fused AdamW skips the update itself when ``found_inf`` is set (as under GradScaler): no host
+            # sync per step; the skips are counted on the device and read when logging
+            bad = (~torch.isfinite(norm)).float()
+            opt.found_inf = bad
+            if self.clip[name] is not None:
                 torch.nn.utils.clip_grads_with_norm_(grads, float(self.clip[name]), norm)
             opt.step()
+            self._skipped_on_device[name] = self._skipped_on_device.get(name, 0) + bad
+        else:
+            finite = True
+            if self.tcfg["skip_nonfinite"] and grads:
+                finite = bool(torch.isfinite(norm))
+            if not finite:
+                log.warning(f"step {self.ctx.step}: gradient norm of {name!r} is {norm.item()}; optimizer step skipped")
+                self.skipped[name] = self.skipped.get(name, 0) + 1
+            else:
+                if self.clip[name] is not None and grads:
+                    torch.nn.utils.clip_grads_with_norm_(grads, float(self.clip[name]), norm)
+                opt.step()
         self.schedulers[name].step()
         opt.zero_grad(set_to_none=True)
         torch.clear_autocast_cache()  # weights changed: later forwards in this step must not reuse bf16 copies
@@ -761,11 +777,21 @@ class Trainer:
             return _NullWriter()
         return SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step or None)
 
+    def _collect_skipped(self) -> None:
+        """Fold the skip counts kept on the device into :attr:`skipped` (one host sync)."""
+        for name, count in self._skipped_on_device.items():
+            n = int(count.item())
+            if n:
+                log.warning(f"{n} optimizer step(s) of {name!r} skipped since the last log: non-finite gradients")
+                self.skipped[name] = self.skipped.get(name, 0) + n
+        self._skipped_on_device = {}
+
     def _log_train(self) -> dict:
         scalars = {k: float((s / n).item()) for k, (s, n) in sorted(self._acc.items())}
         self._acc = {}
         for name, opt in self.optimizers.items():
             scalars[f"lr/{name}"] = opt.param_groups[0]["lr"]
+        self._collect_skipped()
         for name, count in self.skipped.items():
             scalars[f"skipped_steps/{name}"] = float(count)
         now = time.time()
