@@ -26,6 +26,10 @@ import torch.distributed as dist
 
 BUCKET_BYTES = 32 * 1024 * 1024
 
+# A gloo group beside an NCCL one, for small control messages on CPU tensors: agreeing on them then needs
+# no GPU synchronisation (see average_gradients). None: the default group already works on CPU tensors.
+_CONTROL_GROUP = None
+
 
 @dataclass
 class DistInfo:
@@ -75,10 +79,15 @@ def init_distributed(device: str = "auto", timeout_minutes: float = 30.0) -> Dis
             kwargs["device_id"] = dev
         dist.init_process_group(**kwargs)
         info.initialized_here = True
+        if backend == "nccl":
+            global _CONTROL_GROUP
+            _CONTROL_GROUP = dist.new_group(backend="gloo")
     return info
 
 
 def shutdown(info: DistInfo) -> None:
+    global _CONTROL_GROUP
+    _CONTROL_GROUP = None
     if info.initialized_here and dist.is_initialized():
         dist.destroy_process_group()
         info.initialized_here = False
@@ -152,9 +161,14 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
     """
     if not _active() or not params:
         return
-    dev = params[0].device
-    has = torch.tensor([p.grad is not None for p in params], dtype=torch.uint8, device=dev)
-    dist.all_reduce(has, op=dist.ReduceOp.MAX)
+    # which parameters have a gradient is known on the host: agree on it over CPU tensors (gloo), so the
+    # GPU never waits for this
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.uint8)
+    if _CONTROL_GROUP is not None or dist.get_backend() != "nccl":
+        dist.all_reduce(has, op=dist.ReduceOp.MAX, group=_CONTROL_GROUP)
+    else:  # an NCCL group this module did not create: its collectives need device tensors
+        has = has.to(params[0].device)
+        dist.all_reduce(has, op=dist.ReduceOp.MAX)
     grads = []
     for p, any_rank in zip(params, has.tolist()):
         if not any_rank:
