@@ -114,3 +114,72 @@ class Task:
 
     def on_train_end(self, ctx: "TrainContext") -> None:
         """Called on every rank after the last step (e.g. export the final model on rank 0)."""
+
+
+class ExportingTask(Task):
+    """A task around one model (``self.model``, the trainer's module ``self.export_name``) that has its own
+    file format: the model is written to ``<run_dir>/<export_name>/`` at every checkpoint (rank 0,
+    atomically; its EMA copy when there is one), and ``init_from`` loads such a file for fine-tuning.
+
+    Subclasses set :attr:`export_name` and implement :meth:`save_model` / :meth:`load_model`; they keep
+    ``self._ctx`` (the context given to ``build``) and ``self.export_model`` (whether to export)."""
+
+    export_name: str = "model"
+    export_model: bool = True
+    _ctx = None
+
+    def save_model(self, model: nn.Module, path):
+        raise NotImplementedError
+
+    def load_model(self, path) -> nn.Module:
+        raise NotImplementedError
+
+    def init_from(self, path: str) -> None:
+        from ..errors import ConfigError
+        weights = self.load_model(path).state_dict()
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError as e:
+            raise ConfigError(f"init_from {path}: weights do not fit this model: {e}") from e
+
+    def export(self, path=None):
+        """Write the model (its EMA copy when there is one); returns the file, or None before ``build``."""
+        from pathlib import Path
+        ctx = self._ctx
+        if ctx is None:
+            return None
+        model = ctx.ema.get(self.export_name, self.model)
+        return self.save_model(model, Path(path) if path is not None else ctx.run_dir / self.export_name)
+
+    def state_dict(self) -> dict:
+        # the trainer asks for this once per checkpoint, on rank 0: the moment to export the model
+        if self.export_model and self._ctx is not None and self._ctx.is_main:
+            import logging
+            try:
+                logging.getLogger("audiocodec.train").info(f"exported the {self.export_name} model to {self.export()}")
+            except OSError as e:  # a full disk must not lose the training checkpoint
+                logging.getLogger("audiocodec.train").warning(f"could not export the {self.export_name} model: {e}")
+        return {}
+
+
+class TokenLMTask(ExportingTask):
+    """An :class:`ExportingTask` training a token LM on length-bucketed dynamic batches: subclasses set
+    ``train_examples`` / ``valid_examples`` (datasets with a ``lengths`` list) in ``build``, and
+    ``max_tokens``, ``max_items``, ``bucket_size`` (see :class:`~audiocodec.train.data.BucketBatchSampler`)."""
+
+    train_examples = None
+    valid_examples = None
+    max_tokens: int = 8000
+    max_items = None
+    bucket_size: int = 1000
+
+    def train_dataset(self) -> Dataset:
+        return self.train_examples
+
+    def val_dataset(self) -> Optional[Dataset]:
+        return self.valid_examples
+
+    def batch_sampler(self, dataset, rank: int, world_size: int, seed: int, shuffle: bool):
+        from .data import BucketBatchSampler
+        return BucketBatchSampler(dataset.lengths, self.max_tokens, rank, world_size, shuffle, seed,
+                                  self.max_items, self.bucket_size)

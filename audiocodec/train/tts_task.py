@@ -22,7 +22,6 @@ TTS folder) keeps that model's tokenizer and vocabulary, so a new speaker's data
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Mapping, Optional
 
 import torch
@@ -32,8 +31,8 @@ from ..errors import ConfigError
 from ..tts.frontend import TextFrontend
 from ..tts.layout import IGNORE, PAD, TTSVocab, pad_batch, training_sequence
 from ..tts.model import TTSModel, load_tts, save_tts
-from .data import BucketBatchSampler, mix_seed
-from .task import TASKS, Task
+from .data import mix_seed
+from .task import TASKS, TokenLMTask
 
 log = logging.getLogger("audiocodec.train")
 
@@ -81,7 +80,7 @@ class _Examples(torch.utils.data.Dataset):
 
 
 @TASKS.register("tts_lm")
-class TTSLanguageModel(Task):
+class TTSLanguageModel(TokenLMTask):
     """Args:
         train / valid: token folders (``valid`` may be null).
         text: text frontend (see :class:`~audiocodec.tts.frontend.TextFrontend`); ignored when
@@ -97,6 +96,8 @@ class TTSLanguageModel(Task):
         init_from: a trained TTS (folder or file) to fine-tune.
         export: write ``<run_dir>/tts/model.safetensors`` at each checkpoint.
     """
+
+    export_name = "tts"
 
     def __init__(self, train: str, valid: Optional[str] = None, text: Optional[Mapping] = None,
                  model: Optional[Mapping] = None, max_tokens: int = 8000, max_items: Optional[int] = None,
@@ -147,16 +148,6 @@ class TTSLanguageModel(Task):
             self.valid_examples = _Examples(valid, self.frontend, self.model.vocab, self.max_sequence)
         return {"tts": self.model}
 
-    def train_dataset(self):
-        return self.train_examples
-
-    def val_dataset(self):
-        return self.valid_examples
-
-    def batch_sampler(self, dataset, rank, world_size, seed, shuffle):
-        return BucketBatchSampler(dataset.lengths, self.max_tokens, rank, world_size, shuffle, seed,
-                                  self.max_items, self.bucket_size)
-
     def collate(self, items):
         inputs = pad_batch([x for x, _ in items], PAD)
         targets = pad_batch([y for _, y in items], IGNORE)
@@ -177,25 +168,8 @@ class TTSLanguageModel(Task):
         loss, stats = self.model.loss(batch["inputs"], batch["targets"], self._mask(batch))
         return {"loss": loss, "accuracy": stats["accuracy"]}
 
-    def init_from(self, path: str) -> None:
-        weights = load_tts(path).state_dict()
-        try:
-            self.model.load_state_dict(weights)
-        except RuntimeError as e:
-            raise ConfigError(f"init_from {path}: weights do not fit this model: {e}") from e
+    def save_model(self, model, path):
+        return save_tts(model, path)
 
-    def export(self, path=None) -> Optional[Path]:
-        ctx = self._ctx
-        if ctx is None:
-            return None
-        model = ctx.ema.get("tts", self.model)
-        return save_tts(model, Path(path) if path is not None else ctx.run_dir / "tts")
-
-    def state_dict(self) -> dict:
-        # asked once per checkpoint, on rank 0: export the model for synthesis
-        if self.export_model and self._ctx is not None and self._ctx.is_main:
-            try:
-                log.info(f"exported the TTS model to {self.export()}")
-            except OSError as e:
-                log.warning(f"could not export the TTS model: {e}")
-        return {}
+    def load_model(self, path):
+        return load_tts(path)

@@ -10,23 +10,20 @@ Saved as one safetensors file whose metadata holds that config (``save_tts`` / `
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Mapping, Optional, Union
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..lm import TransformerLM
+from ..weights import load_model, save_model
 from .layout import IGNORE, TTSVocab
 
 FORMAT = "audiocodec-tts"
-WEIGHTS_NAME = "model.safetensors"
 
 
 class TTSModel(nn.Module):
@@ -76,39 +73,9 @@ class TTSModel(nn.Module):
 
 def save_tts(model: TTSModel, path: Union[str, os.PathLike], dtype: Optional[torch.dtype] = None) -> Path:
     """Write ``model`` (weights + config) to ``path`` (a ``.safetensors`` file or a folder), atomically."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        path = path / WEIGHTS_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    if dtype is not None:
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(state, str(tmp), metadata={"format": FORMAT, "config": json.dumps(model.config)})
-    os.replace(tmp, path)
-    return path
+    return save_model(model, path, FORMAT, dtype)
 
 
 def load_tts(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> TTSModel:
     """Load a model written by :func:`save_tts` (a file, or a folder holding ``model.safetensors``)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / WEIGHTS_NAME
-    if not path.is_file():
-        raise CheckpointError(f"TTS model not found: {path}")
-    try:
-        from safetensors import safe_open
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from e
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an audiocodec TTS model (format {meta.get('format')!r})")
-    model = TTSModel(**json.loads(meta["config"]))
-    own = model.state_dict()
-    bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
-    if bad:
-        raise CheckpointError(f"{path} does not fit its own config: {bad[:10]}")
-    model.load_state_dict(state)
-    return model.to(device).eval()
+    return load_model(path, FORMAT, TTSModel, device)

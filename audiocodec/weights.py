@@ -1,0 +1,64 @@
+"""The file format of the models we train besides codecs (TTS, song): one safetensors file whose
+metadata holds ``format`` (what model it is) and ``config`` (JSON: the constructor arguments), written
+atomically, and read back without unpickling anything."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError
+
+WEIGHTS_NAME = "model.safetensors"
+
+
+def save_model(model: torch.nn.Module, path: Union[str, os.PathLike], format: str,
+               dtype: Optional[torch.dtype] = None) -> Path:
+    """Write ``model`` (its ``state_dict`` and its ``config`` attribute) to ``path``: a ``.safetensors`` file
+    or a folder (``model.safetensors`` inside). ``dtype`` stores floating-point tensors in that precision."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path / WEIGHTS_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(state, str(tmp), metadata={"format": format, "config": json.dumps(model.config)})
+    os.replace(tmp, path)
+    return path
+
+
+def load_model(path: Union[str, os.PathLike], format: str, build: Callable[..., torch.nn.Module],
+               device: Union[str, torch.device] = "cpu") -> torch.nn.Module:
+    """Read a file written by :func:`save_model` with ``format``: ``build(**config)`` makes the model, whose
+    state must fit the file exactly (names and shapes); weights are cast to the model's precision."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS_NAME
+    if not path.is_file():
+        raise CheckpointError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
+    if meta.get("format") != format:
+        raise CheckpointError(f"{path} is not an {format} model (its format: {meta.get('format')!r})")
+    try:
+        config = json.loads(meta["config"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: no readable config in its metadata ({e})") from e
+    model = build(**config)
+    own = model.state_dict()
+    bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
+    if bad:
+        raise CheckpointError(f"{path} does not fit its own config: {bad[:10]}")
+    model.load_state_dict(state)
+    return model.to(device).eval()
