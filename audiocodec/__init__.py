@@ -10,10 +10,11 @@ from .codecs import (DEFAULT_CODEC, Codec, Codes, MelVocoder, build_codec, build
                      list_embedded, load_codec, load_vocoder, model_card, save_codec)
 from .errors import AudioCodecError, AudioError, CheckpointError, CodesError, ConfigError
 from .nn.streaming import StreamingError
+from .song import SongGenerator
 from .tts import TTS
 
 __version__ = "0.1.0"
 
 __all__ = ["DEFAULT_CODEC", "Codec", "Codes", "MelVocoder", "build_codec", "build_vocoder", "get_config",
            "list_codecs", "list_embedded", "model_card", "load_codec", "load_vocoder", "save_codec", "AudioCodecError", "AudioError",
-           "CheckpointError", "CodesError", "ConfigError", "StreamingError", "TTS", "__version__"]
+           "CheckpointError", "CodesError", "ConfigError", "StreamingError", "SongGenerator", "TTS", "__version__"]

@@ -586,6 +586,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_tts)
 
+    p = sub.add_parser("sing", help="lyrics + description -> a song with a trained song model",
+                       description="Generate a song (audiocodec.SongGenerator): the mixture to OUT.wav and, for "
+                                   "dual-track models, the stems beside it (OUT.vocal.wav, OUT.accompaniment.wav).")
+    p.add_argument("--lyrics", required=True, metavar="FILE", help="lyrics text file (or '-' for stdin)")
+    p.add_argument("--description", default="", help="genre, instruments, mood, tempo ...")
+    p.add_argument("--voice", default=None, metavar="REF.wav", help="a reference voice (about 3 s)")
+    p.add_argument("--model", "-m", required=True, metavar="SONG", help="song model folder or file")
+    p.add_argument("--codec", default=None, metavar="M", help="codec (default: the one the model records)")
+    p.add_argument("--mode", default=None, help="token mode (default: the model's)")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds (longer than the training window: "
+                                                               "continued window by window)")
+    p.add_argument("--cfg-scale", type=float, default=3.0, help="classifier-free guidance (1: none)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=250)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("-o", "--output", required=True, metavar="OUT.wav")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_sing)
+
     p = sub.add_parser("eval-tts", help="synthesise a test manifest and score it (MCD-DTW, duration, WER)",
                        description="Speak each record's text (cloning the voice from another clip of the same "
                                    "speaker) and compare with the record's audio: mel-cepstral distortion after DTW, "
@@ -651,6 +671,25 @@ def cmd_tts(args) -> int:
         audio = tts.synthesize(text, voice=args.voice, voice_text=args.voice_text, **opts)
     path = audio_utils.save_audio(args.output, audio[None], tts.sample_rate)
     print(f"wrote {path} ({audio.shape[-1] / tts.sample_rate:.2f} s)", file=sys.stderr)
+    return 0
+
+
+def cmd_sing(args) -> int:
+    from .song import SongGenerator
+    lyrics = sys.stdin.read() if args.lyrics == "-" else Path(args.lyrics).read_text(encoding="utf-8")
+    if not lyrics.strip():
+        raise ConfigError(f"--lyrics {args.lyrics}: no lyrics in it")
+    generator = SongGenerator.load(args.model, codec=args.codec, device=_device(args.device))
+    song = generator.generate(lyrics, args.description, voice=args.voice, mode=args.mode, duration=args.duration,
+                              cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p, seed=args.seed)
+    out = Path(args.output)
+    written = [audio_utils.save_audio(out, song.audio[None], song.sample_rate)]
+    for name, stem in (song.stems or {}).items():
+        written.append(audio_utils.save_audio(out.with_suffix(f".{name}{out.suffix or '.wav'}"), stem[None],
+                                              song.sample_rate))
+    print(f"wrote {', '.join(str(w) for w in written)} ({song.audio.shape[-1] / song.sample_rate:.2f} s)",
+          file=sys.stderr)
     return 0
 
 

@@ -304,6 +304,15 @@ def test_generate_audio_through_a_tiny_codec(codec, mode, native_cpu_convs, tmp_
         SongGenerator(other, codec)
     with pytest.raises(ConfigError, match="pass codec="):
         SongGenerator.load(tmp_path / "m")
+    # the command line: mixture and stems next to it
+    from audiocodec.cli import main
+    audiocodec.save_codec(codec, tmp_path / "codec")
+    (tmp_path / "lyrics.txt").write_text(LYRICS[0])
+    out = tmp_path / "song.wav"
+    assert main(["sing", "--lyrics", str(tmp_path / "lyrics.txt"), "--description", DESCRIPTIONS[0], "--model",
+                 str(tmp_path / "m"), "--codec", str(tmp_path / "codec"), "--duration", "0.1", "--seed", "0",
+                 "--top-k", "20", "-o", str(out), "--device", "cpu"]) == 0
+    assert out.is_file() and (tmp_path / "song.vocal.wav").is_file() == (mode != "mixed")
 
 
 # -- training task ----------------------------------------------------------------------------------------
