@@ -623,7 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # commands that own their argument parsing: everything after the name is passed on
     for name, help_text in (("train", "train a model from a recipe config (run under torchrun for many GPUs)"),
-                            ("prepare", "write a jsonl manifest for a corpus in its official layout")):
+                            ("prepare", "write a jsonl manifest for a corpus in its official layout"),
+                            ("semantic", "teacher features for semantic distillation (audiocodec semantic -h)")):
         p = sub.add_parser(name, help=help_text, add_help=False, prefix_chars="\0")
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_delegate(name))
@@ -710,14 +711,18 @@ def _delegate(name: str) -> Callable:
         if name == "train":
             from .train.cli import main as train_main
             return train_main(args.rest)
+        if name == "semantic":
+            from .semantic.cli import main as semantic_main
+            return semantic_main(args.rest)
         from .data.prepare import main_prepare
         return main_prepare(args.rest)
     return run
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``audiocodec`` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+def run_parser(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> int:
+    """Parse ``argv`` and run the chosen command's ``func``: errors of ours become ``error: ...`` and exit
+    status 2, Ctrl-C status 130. Shared by every command-line entry point of the package."""
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except AudioCodecError as e:
@@ -726,6 +731,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``audiocodec`` command; returns the exit status."""
+    return run_parser(build_parser(), argv)
 
 
 if __name__ == "__main__":

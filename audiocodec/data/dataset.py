@@ -270,9 +270,12 @@ class CollateAudio:
     """Batches items of :class:`AudioCropDataset`, dropping ``None`` (bad files).
 
     Returns ``{"audio": [B, C, L], "length": LongTensor [B], "index": LongTensor [B], "id": [str],
-    "gain_db": FloatTensor [B], "skipped": {reason: count}}``; clips of different lengths are zero-padded to the
-    longest. ``B`` may be 0 when every item was bad. ``skipped`` holds the skips of this batch's worker since its
-    previous batch, so summing it over batches totals the skips of all workers.
+    "gain_db": FloatTensor [B], "offset": float64 tensor [B] (where each crop starts in its clip, seconds),
+    "skipped": {reason: count}}``; clips of different lengths are zero-padded to the longest. ``id`` and
+    ``offset`` locate each crop, e.g. to read its frames of precomputed teacher features
+    (:meth:`audiocodec.semantic.FeatureCache.batch`). ``B`` may be 0 when every item was bad. ``skipped`` holds
+    the skips of this batch's worker since its previous batch, so summing it over batches totals the skips of
+    all workers.
     """
 
     def __init__(self, dataset: Optional[AudioCropDataset] = None):
@@ -288,7 +291,7 @@ class CollateAudio:
             n = (ds.crop_length or 0) if isinstance(ds, AudioCropDataset) else 0
             return {"audio": torch.zeros(0, c, n), "length": torch.zeros(0, dtype=torch.long),
                     "index": torch.zeros(0, dtype=torch.long), "id": [], "gain_db": torch.zeros(0),
-                    "skipped": skipped}
+                    "offset": torch.zeros(0, dtype=torch.float64), "skipped": skipped}
         longest = max(it["audio"].shape[-1] for it in good)
         audio = torch.stack([torch.nn.functional.pad(it["audio"], (0, longest - it["audio"].shape[-1]))
                              for it in good])
@@ -297,6 +300,7 @@ class CollateAudio:
                 "index": torch.tensor([it["index"] for it in good], dtype=torch.long),
                 "id": [it["id"] for it in good],
                 "gain_db": torch.tensor([it["gain_db"] for it in good], dtype=torch.float32),
+                "offset": torch.tensor([float(it.get("offset", 0.0)) for it in good], dtype=torch.float64),
                 "skipped": skipped}
 
 

@@ -308,3 +308,114 @@ class LanguageTeacher(nn.Module):
             res = self([text], self.frames_for(rec["duration"]))
             out.append(res.features[0, : int(res.lengths[0])].cpu())
         return out
+
+
+# -- teachers from a config -------------------------------------------------------------------------
+
+#: Kinds of teacher :func:`build_teacher` makes.
+TEACHER_KINDS = ("speech", "text")
+#: Keys of a teacher spec (:func:`build_teacher`); ``normalize`` is for speech teachers, ``tokenizer`` /
+#: ``vocab`` for text teachers.
+TEACHER_SPEC_KEYS = ("path", "config", "model_type", "layer", "seed", "normalize", "tokenizer", "vocab")
+
+#: The tokens of :func:`char_vocab`'s character vocabulary (besides the BERT special tokens).
+_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789'"
+
+
+def char_vocab() -> list:
+    """A small character vocabulary in BERT's WordPiece format, for random toy language teachers:
+    ``[PAD] [UNK] [CLS] [SEP] [MASK]``, lower-case letters, digits and ``'``, each also as a ``##``
+    continuation piece, and common punctuation."""
+    return (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(_CHARS) + [f"##{c}" for c in _CHARS]
+            + list(".,;:!?-\"()"))
+
+
+def _tokenizer(spec: Mapping, where: str):
+    """The tokenizer of a text teacher built from a config: ``tokenizer`` (a folder), ``vocab`` (a list of
+    tokens or a BERT ``vocab.txt``), or the :func:`char_vocab`."""
+    tf = _transformers()
+    if spec.get("tokenizer") is not None and spec.get("vocab") is not None:
+        raise ConfigError(f"{where}: give tokenizer (a folder) or vocab, not both")
+    if spec.get("tokenizer") is not None:
+        return tf.AutoTokenizer.from_pretrained(str(spec["tokenizer"]))
+    vocab = spec.get("vocab")
+    if vocab is None:
+        vocab = char_vocab()
+    elif isinstance(vocab, (str, Path)):
+        path = Path(vocab)
+        if not path.is_file():
+            raise ConfigError(f"{where}.vocab: no such file {path} (give a list of tokens or a vocab.txt)")
+        vocab = [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if isinstance(vocab, str) or not isinstance(vocab, Sequence) or not vocab or \
+            not all(isinstance(t, str) and t for t in vocab):
+        raise ConfigError(f"{where}.vocab must be a non-empty list of tokens or a vocab.txt path, got {vocab!r}")
+    if len(set(vocab)) != len(vocab):
+        raise ConfigError(f"{where}.vocab: tokens repeat")
+    missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in vocab]
+    if missing:
+        raise ConfigError(f"{where}.vocab lacks the special token(s) {', '.join(missing)}")
+    return tf.BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
+
+
+def build_teacher(kind: str, spec: Mapping[str, Any], sample_rate: Optional[int] = None,
+                  frame_rate: Optional[float] = None, where: str = "teacher") -> Union[SpeechTeacher, LanguageTeacher]:
+    """A teacher from a config mapping (the ``live`` teachers of ``codec_gan``, the feature CLI).
+
+    Args:
+        kind: ``speech`` (:class:`SpeechTeacher`) or ``text`` (:class:`LanguageTeacher`).
+        spec: ``path`` (a local ``save_pretrained`` folder) or ``config`` (keyword arguments of the
+            ``transformers`` config of ``model_type``: random weights drawn with ``seed``, for tests and
+            smoke runs); ``layer`` (``avg``, an index or a list of indices); speech: ``normalize``
+            (default: the folder's ``preprocessor_config.json``, else True); text built from ``config``:
+            ``tokenizer`` (a folder) or ``vocab`` (a token list or a ``vocab.txt``; default
+            :func:`char_vocab`; ``vocab_size`` defaults to its length).
+        sample_rate: the rate of the audio given to a speech teacher (the codec's).
+        frame_rate: the rate of the features (the codec's frame rate).
+        where: the config path, for error messages.
+    """
+    if kind not in TEACHER_KINDS:
+        raise ConfigError(f"{where}: unknown teacher kind {kind!r}; known: {', '.join(TEACHER_KINDS)}")
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with `path` or `config`, got {spec!r}")
+    spec = dict(spec)
+    unknown = [k for k in spec if k not in TEACHER_SPEC_KEYS]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(TEACHER_SPEC_KEYS)}")
+    wrong = [k for k in (("tokenizer", "vocab") if kind == "speech" else ("normalize",)) if spec.get(k) is not None]
+    if wrong:
+        raise ConfigError(f"{where}: {', '.join(wrong)} is not an option of a {kind} teacher")
+    if (spec.get("path") is None) == (spec.get("config") is None):
+        raise ConfigError(f"{where}: give `path` (a local model folder) or `config` (random weights), exactly one")
+    layer = spec.get("layer", "avg")
+    if spec.get("path") is not None:
+        path = Path(spec["path"])
+        if not path.is_dir():
+            raise ConfigError(f"{where}.path: {path} is not a folder (a local `save_pretrained` model folder; "
+                              "nothing is downloaded)")
+        if spec.get("model_type") is not None or spec.get("seed") is not None:
+            raise ConfigError(f"{where}: model_type and seed go with `config`, not with `path`")
+        if spec.get("tokenizer") is not None or spec.get("vocab") is not None:
+            raise ConfigError(f"{where}: a text teacher from `path` uses the folder's tokenizer; "
+                              "drop tokenizer / vocab")
+        if kind == "speech":
+            return SpeechTeacher.from_pretrained(path, layer=layer, normalize=spec.get("normalize"),
+                                                 sample_rate=sample_rate, frame_rate=frame_rate)
+        return LanguageTeacher.from_pretrained(path, layer=layer, **({"frame_rate": frame_rate} if frame_rate else {}))
+    config = spec["config"]
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{where}.config must be a mapping of transformers config arguments, got {config!r}")
+    seed = spec.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"{where}.seed must be an integer, got {seed!r}")
+    if kind == "speech":
+        normalize = spec.get("normalize")
+        return SpeechTeacher.from_config(dict(config), model_type=spec.get("model_type") or "hubert", layer=layer,
+                                         seed=seed, sample_rate=sample_rate, frame_rate=frame_rate,
+                                         normalize=True if normalize is None else bool(normalize))
+    tokenizer = _tokenizer(spec, where)
+    config = {"vocab_size": len(tokenizer), **dict(config)}
+    if int(config["vocab_size"]) < len(tokenizer):
+        raise ConfigError(f"{where}.config.vocab_size={config['vocab_size']} is smaller than the tokenizer's "
+                          f"{len(tokenizer)} tokens")
+    return LanguageTeacher.from_config(config, tokenizer, model_type=spec.get("model_type") or "bert", layer=layer,
+                                       seed=seed, **({"frame_rate": frame_rate} if frame_rate else {}))

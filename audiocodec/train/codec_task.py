@@ -35,6 +35,31 @@ as an audiocodec safetensors file to ``<run_dir>/codec/model.safetensors`` (atom
 checkpoint hook: the export happens in :meth:`CodecGAN.state_dict`, which the trainer calls once per
 checkpoint, on rank 0.)
 
+Semantic distillation (SpeechTokenizer, DM-Codec; :mod:`audiocodec.semantic`): with ``task.distillation``
+the codec (its quantizer a ``semantic_rvq`` with a semantic head, e.g. ``codec: speechtokenizer``) also learns
+to predict teacher features from chosen RVQ layers::
+
+    task:
+      codec: speechtokenizer
+      distillation:
+        preset: dm_codec                  # speechtokenizer | dm_codec_sm | dm_codec_lm | dm_codec; or teachers:
+        # teachers: {speech: {layer: 0}, text: {layer: 1, weight: 0.5}}   # (DistillationLoss arguments,
+        # kind: d_axis, lambda_sim: 1.0, combine: mean                     #  merged into the preset)
+        features: {speech: feats/hubert_avg, text: feats/bert_avg}   # a FeatureCache folder per teacher
+        # live: {speech: {path: models/hubert-base-ls960, layer: avg}}   # or run a teacher in the step
+        missing: error                    # clips without features: error | drop (left out)
+      loss: {weights: {distillation: 120, ...}}
+
+Each training crop reads its frames of the cached features (its clip ``id`` and crop ``offset``; in the
+data-loader workers, :meth:`CodecGAN.collate`); the step runs
+:func:`~audiocodec.semantic.model.semantic_forward` and adds the
+:class:`~audiocodec.losses.distillation.DistillationLoss` as the ``distillation`` model loss (logged
+``gen/distillation`` and ``gen/distillation/<teacher>``; ``val/distillation`` when the validation clips have
+features). Quantizer dropout never draws fewer codebooks than the deepest distilled RVQ layer needs.
+A ``live`` teacher runs in the step instead (no cache; fp32, no gradient): a speech teacher on the crop itself
+(a cache holds whole-clip features, cropped), a text teacher on the clip's manifest ``text``, cropped as the
+cache would be.
+
 Exact resume: crops come from the dataset's per-item RNG, gains and quantizer dropout from RNGs
 seeded by (seed, step, micro-batch, rank); the balancer's averages are checkpointed. Quantizer dropout
 is drawn here rather than in the quantizer (which uses the global RNG, different on each rank), so
@@ -83,6 +108,12 @@ DATA_DEFAULTS: dict = {
 }
 
 _METRICS = ("pesq", "stoi")
+
+#: ``task.distillation`` keys: the first five are :class:`~audiocodec.losses.distillation.DistillationLoss`
+#: arguments; ``features`` maps teachers to FeatureCache folders, ``live`` to teacher specs
+#: (:func:`~audiocodec.semantic.teachers.build_teacher`, plus ``type: speech | text``, by default the
+#: teacher's name); ``missing``: ``error`` or ``drop`` (clips without features are left out).
+DISTILLATION_KEYS = ("preset", "teachers", "kind", "lambda_sim", "combine", "features", "live", "missing")
 
 
 def _plain(x):
@@ -170,6 +201,8 @@ class CodecGAN(Task):
             clips; keep ``data.valid_clips`` small).
         media_clips: validation clips written to tensorboard (audio + mel images) at each media step.
         export_codec: write ``<run_dir>/codec/model.safetensors`` at each checkpoint.
+        distillation: semantic distillation (see the module docstring and :data:`DISTILLATION_KEYS`);
+            needs a codec with a semantic head and a ``distillation`` weight in ``loss.weights``.
     """
 
     def __init__(self, codec: Union[str, Mapping, None] = None, codec_overrides: Optional[Mapping] = None,
@@ -177,7 +210,7 @@ class CodecGAN(Task):
                  data: Optional[Mapping] = None, pretrain_mel_steps: int = 0,
                  discriminator_start: Optional[int] = None, train_codebooks: Optional[int] = None,
                  quantizer_dropout: Optional[float] = None, valid_metrics: Sequence[str] = ("pesq", "stoi"),
-                 media_clips: int = 2, export_codec: bool = True):
+                 media_clips: int = 2, export_codec: bool = True, distillation: Optional[Mapping] = None):
         if codec is None and init_from is None:
             raise ConfigError("task.codec (a named config or a config mapping) or task.init_from is required")
         if codec is not None and not isinstance(codec, (str, Mapping)):
@@ -221,6 +254,71 @@ class CodecGAN(Task):
         self.skipped_total = 0
         self._ctx = None
         self._last: Optional[tuple] = None
+        self._parse_distillation(distillation)
+
+    def _parse_distillation(self, spec: Optional[Mapping]) -> None:
+        """Check ``task.distillation`` (everything but the files, which :meth:`build` opens)."""
+        self.distill = None
+        self.distill_features: dict = {}
+        self.distill_live: dict = {}
+        self.distill_missing = "error"
+        self._caches: dict = {}
+        self._live: dict = {}
+        self._texts: dict = {}
+        self._val_distill = False
+        if spec is None:
+            return
+        from ..losses.distillation import DistillationLoss
+        from ..semantic.teachers import TEACHER_KINDS
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"task.distillation must be a mapping (preset / teachers, features or live), "
+                              f"got {spec!r}")
+        spec = _plain(spec)
+        unknown = [k for k in spec if k not in DISTILLATION_KEYS]
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {', '.join(f'task.distillation.{k}' for k in unknown)}; "
+                              f"allowed: {', '.join(DISTILLATION_KEYS)}")
+        if spec.get("preset") is None and spec.get("teachers") is None:
+            raise ConfigError("task.distillation needs a preset (speechtokenizer, dm_codec_sm, dm_codec_lm, dm_codec) "
+                              "or teachers ({speech: {layer: 0}, ...})")
+        self.distill = DistillationLoss(teachers=spec.get("teachers"), kind=spec.get("kind"),
+                                        lambda_sim=spec.get("lambda_sim"), combine=spec.get("combine"),
+                                        preset=spec.get("preset"))
+        names = list(self.distill.teachers)
+        for key in ("features", "live"):
+            value = spec.get(key) or {}
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"task.distillation.{key} must be a mapping {{teacher: ...}}, got {value!r}")
+            stray = [k for k in value if k not in names]
+            if stray:
+                raise ConfigError(f"task.distillation.{key}: {', '.join(map(repr, stray))} is not a teacher of this "
+                                  f"distillation (teachers: {', '.join(names)})")
+        self.distill_features = dict(spec.get("features") or {})
+        self.distill_live = dict(spec.get("live") or {})
+        for name, path in self.distill_features.items():
+            if not isinstance(path, (str, Path)) or not str(path):
+                raise ConfigError(f"task.distillation.features.{name} must be a feature cache folder, got {path!r}")
+        for name, teacher in self.distill_live.items():
+            if not isinstance(teacher, Mapping):
+                raise ConfigError(f"task.distillation.live.{name} must be a teacher mapping (path or config, layer, "
+                                  f"...), got {teacher!r}")
+            kind = teacher.get("type", name)
+            if kind not in TEACHER_KINDS:
+                raise ConfigError(f"task.distillation.live.{name}.type must be one of {', '.join(TEACHER_KINDS)}"
+                                  + ("" if "type" in teacher else " (the teacher's name is not a kind: give type)")
+                                  + f", got {kind!r}")
+        both = [n for n in names if n in self.distill_features and n in self.distill_live]
+        if both:
+            raise ConfigError(f"task.distillation: teacher(s) {', '.join(both)} in both features and live; pick one")
+        none = [n for n in names if n not in self.distill_features and n not in self.distill_live]
+        if none:
+            raise ConfigError(f"task.distillation: no targets for teacher(s) {', '.join(none)}: give "
+                              f"features: {{{none[0]}: <feature cache folder>}} (python -m audiocodec.semantic "
+                              f"features) or live: {{{none[0]}: {{path: <model folder>}}}}")
+        missing = spec.get("missing", "error")
+        if missing not in ("error", "drop"):
+            raise ConfigError(f"task.distillation.missing must be 'error' or 'drop', got {missing!r}")
+        self.distill_missing = missing
 
     # -- building ------------------------------------------------------------------------------------
     def _codec_config(self, loaded: Optional[Codec]) -> dict:
@@ -278,6 +376,14 @@ class CodecGAN(Task):
 
         discs, loss_args = resolve_loss(self.loss_spec, sr)
         self.loss = call_with_config(CodecLoss, loss_args, "task.loss").to(ctx.device)
+        if self.distill is not None:
+            if "distillation" not in self.loss.weights:
+                raise ConfigError("task.distillation is set but task.loss.weights has no `distillation` weight "
+                                  "(120 in SpeechTokenizer and DM-Codec)")
+            self._build_distillation(ctx)
+        elif self.loss.weights.get("distillation"):
+            raise ConfigError("task.loss.weights.distillation is set but there is no task.distillation (teachers "
+                              "and their features)")
         self.val_mel = MelLoss(sample_rate=sr).to(ctx.device)  # WavTokenizer's mel L1: comparable across recipes
         self.monitor_mel = None if self.loss.mel is not None else self.val_mel
         modules: dict[str, nn.Module] = {"codec": self.codec}
@@ -290,6 +396,96 @@ class CodecGAN(Task):
             self.modules = modules
             super().init_from(self.init_path)
         return modules
+
+    def _head_dim(self, name: str) -> int:
+        """Output size of the codec's semantic head for teacher ``name``."""
+        semantic_dim = self.codec.quantizer.semantic_dim
+        if isinstance(semantic_dim, Mapping):
+            if name not in semantic_dim:
+                raise ConfigError(f"task.distillation: the codec has semantic heads for {', '.join(semantic_dim)} but "
+                                  f"none for teacher {name!r}; name the teachers after the heads, or give the codec "
+                                  "one shared head (quantizer.semantic_dim: <int>)")
+            return int(semantic_dim[name])
+        return int(semantic_dim)
+
+    def _build_distillation(self, ctx) -> None:
+        """Check the codec against the distillation, open the feature caches, build the live teachers."""
+        from ..semantic import FeatureCache, build_teacher
+        codec, q = self.codec, self.codec.quantizer
+        if not hasattr(q, "forward_layers") or getattr(q, "semantic_head", None) is None:
+            raise ConfigError(f"task.distillation: the codec's quantizer ({type(q).__name__}) has no semantic head; "
+                              "distillation needs a semantic_rvq quantizer with semantic_dim set "
+                              "(e.g. task.codec: speechtokenizer)")
+        routes = self.distill.routes
+        for name, layer in routes.items():
+            if layer >= codec.max_codebooks:
+                raise ConfigError(f"task.distillation: teacher {name!r} is routed to RVQ layer {layer}, but the codec "
+                                  f"has {codec.max_codebooks} codebooks (layers 0..{codec.max_codebooks - 1})")
+        deepest = max(routes, key=routes.get)
+        need = routes[deepest] + 1
+        if self.train_codebooks < need:
+            raise ConfigError(f"task.train_codebooks={self.train_codebooks}, but distillation reads RVQ layer "
+                              f"{routes[deepest]} (teacher {deepest!r}): train with at least {need} codebooks")
+        self.nq_choices = [c for c in self.nq_choices if c >= need]  # quantizer dropout keeps the routed layers
+        frame_rate = codec.frame_rate
+        self._head_dims = {}
+        for name in self.distill.teachers:
+            dim = self._head_dims[name] = self._head_dim(name)
+            if name in self.distill_features:
+                cache = FeatureCache(self.distill_features[name])
+                where = f"task.distillation.features.{name} ({cache.root})"
+                if cache.frame_rate is None or abs(cache.frame_rate - frame_rate) > 1e-6 * frame_rate:
+                    raise ConfigError(f"{where}: features at {cache.frame_rate} frames/s, but the codec runs at "
+                                      f"{frame_rate:g} (compute them with --frame-rate {frame_rate:g})")
+                if cache.dim != dim:
+                    raise ConfigError(f"{where}: features of size {cache.dim}, but the codec's semantic head for "
+                                      f"{name!r} outputs {dim} (set the codec's quantizer.semantic_dim to {cache.dim})")
+                self._caches[name] = cache
+            else:
+                spec = dict(self.distill_live[name])
+                kind = spec.pop("type", name)
+                where = f"task.distillation.live.{name}"
+                teacher = build_teacher(kind, spec, sample_rate=codec.sample_rate, frame_rate=frame_rate, where=where)
+                if teacher.dim != dim:
+                    raise ConfigError(f"{where}: the teacher's features have size {teacher.dim}, but the codec's "
+                                      f"semantic head for {name!r} outputs {dim}")
+                self._live[name] = (kind, teacher.to(ctx.device))
+
+    def _distillation_records(self, records: list, train: bool) -> list:
+        """The clips that have targets for every teacher; the others raise (training, ``missing: error``),
+        are left out (``missing: drop``) or turn validation distillation off."""
+        from ..semantic import item_id
+        text_teachers = [n for n, (kind, _) in self._live.items() if kind == "text"]
+        lacking: dict = {}
+        for r in records:
+            rid = item_id(r)
+            why = [n for n, cache in self._caches.items() if rid not in cache]
+            has_text = isinstance(r.get("text"), str) and bool(r["text"].strip())
+            why += [n for n in text_teachers if not has_text]
+            if why:
+                lacking[rid] = why
+            elif text_teachers:
+                self._texts[rid] = (r["text"], float(r["duration"]))
+        if not train:
+            self._val_distill = True
+        if not lacking:
+            return records
+        rid, why = next(iter(lacking.items()))
+        what = "training" if train else "validation"
+        msg = (f"{len(lacking)} of {len(records)} {what} clips have no distillation targets (e.g. {rid!r}: no "
+               f"{' / '.join(why)} {'transcript' if set(why) <= set(text_teachers) else 'features'})")
+        if self.distill_missing == "drop":
+            kept = [r for r in records if item_id(r) not in lacking]
+            if not kept:
+                raise ConfigError(f"task.distillation: {msg}; none left")
+            log.info(f"task.distillation: {msg}; left out (missing: drop)")
+            return kept
+        if train:
+            raise ConfigError(f"task.distillation: {msg}. Compute their features (python -m audiocodec.semantic "
+                              "features), or set task.distillation.missing=drop to leave them out")
+        log.warning(f"task.distillation: {msg}; no validation distillation loss")
+        self._val_distill = False
+        return records
 
     def _load_codec_weights(self, loaded: Codec, source) -> None:
         try:
@@ -315,6 +511,8 @@ class CodecGAN(Task):
         from ..data import AudioCropDataset, read_manifest
         d = self.data
         records = read_manifest(manifest)
+        if self.distill is not None:
+            records = self._distillation_records(records, train)
         if limit and len(records) > limit:  # evenly spread over the manifest (speakers, kinds of audio)
             records = [records[int(i)] for i in np.linspace(0, len(records) - 1, int(limit))]
         return AudioCropDataset(records, sample_rate=self.codec.sample_rate, crop_seconds=crop_seconds,
@@ -336,8 +534,18 @@ class CodecGAN(Task):
         return self._val_ds
 
     def collate(self, items):
+        """:class:`~audiocodec.data.CollateAudio`, plus ``batch["semantic"] = {teacher: TeacherOutput}``
+        (features ``[B, T, D]``, ``T`` = the crop's codec frames, and valid ``lengths [B]``) for the
+        teachers read from feature caches, when every clip of the batch has features."""
         from ..data import CollateAudio
-        return CollateAudio(getattr(self, "_train_ds", None))(items)
+        batch = CollateAudio(getattr(self, "_train_ds", None))(items)
+        if self._caches and batch["audio"].shape[0] > 0:
+            ids = batch["id"]
+            if all(i in cache for cache in self._caches.values() for i in ids):
+                n = self._num_frames(batch["audio"].shape[-1])
+                offsets = batch["offset"].tolist()
+                batch["semantic"] = {name: cache.batch(ids, offsets, n) for name, cache in self._caches.items()}
+        return batch
 
     # -- helpers -------------------------------------------------------------------------------------
     def _forward(self, wav: torch.Tensor, n_q: Optional[int], ctx) -> CodecOutput:
@@ -348,6 +556,60 @@ class CodecGAN(Task):
             q = codec.quantizer(latents.float(), n_q)
         audio = codec._decode_latents(q.quantized, q.codes.shape[1])
         return CodecOutput(audio[..., : wav.shape[-1]], q.codes, q.quantized, q.losses)
+
+    def _num_frames(self, num_samples: int) -> int:
+        """Codec frames of ``num_samples`` samples."""
+        return int(math.ceil(num_samples / self.codec.hop_length))
+
+    def _teacher_targets(self, batch: Mapping, real: torch.Tensor, ctx, dummy: bool = False) -> tuple[dict, dict]:
+        """``({teacher: features [B, T, D]}, {teacher: valid frames [B]})`` for the crops of ``real [B, C, L]``:
+        read from the batch (feature caches) or computed by the live teachers. ``dummy``: zeros (a batch
+        of unreadable files, trained with weight 0)."""
+        n = self._num_frames(real.shape[-1])
+        targets, lengths = {}, {}
+        for name in self.distill.teachers:
+            if dummy:
+                targets[name] = real.new_zeros(real.shape[0], n, self._head_dims[name], dtype=torch.float32)
+                lengths[name] = torch.ones(real.shape[0], dtype=torch.long, device=real.device)
+                continue
+            if name in self._caches:
+                cached = (batch.get("semantic") or {}).get(name)
+                if cached is None:
+                    raise ConfigError(f"task.distillation: no cached features of teacher {name!r} for clips "
+                                      f"{list(batch['id'])[:4]} (not in {self._caches[name].root})")
+                out = cached
+            else:
+                kind, teacher = self._live[name]
+                with torch.no_grad(), ctx.fp32():
+                    if kind == "speech":
+                        out = teacher(real.float().mean(1, keepdim=True), lengths=batch["length"])
+                    else:
+                        out = self._text_targets(teacher, batch["id"], batch["offset"], n, real.device)
+            targets[name], lengths[name] = out.features, out.lengths.to(real.device)
+        return targets, lengths
+
+    def _text_targets(self, teacher, ids: Sequence[str], offsets: torch.Tensor, n: int, device):
+        """A live language teacher's targets of crops, as :class:`~audiocodec.semantic.FeatureCache` would
+        give them: the whole clip's features (one position per codec frame), then the crop's frames."""
+        from ..semantic import TeacherOutput
+        rows = []
+        for rid, offset in zip(ids, offsets.tolist()):
+            text, duration = self._texts[rid]
+            res = teacher([text], teacher.frames_for(duration))
+            full = res.features[0, : int(res.lengths[0])]
+            start = min(int(math.floor(float(offset) * teacher.frame_rate + 1e-6)), max(0, full.shape[0] - n))
+            rows.append(full[start:start + n])
+        feats = torch.zeros(len(rows), n, teacher.dim, device=device)
+        for i, r in enumerate(rows):
+            feats[i, : r.shape[0]] = r.to(device)
+        return TeacherOutput(feats, torch.tensor([r.shape[0] for r in rows], dtype=torch.long, device=device))
+
+    def _distill_forward(self, real: torch.Tensor, n_q: Optional[int], batch: Mapping, ctx, dummy: bool = False):
+        """``(CodecOutput, DistillationOutput)`` of a step with distillation (quantizer in fp32)."""
+        from ..semantic.model import semantic_forward
+        sem = semantic_forward(self.codec, real, n_q, routes=self.distill.routes)
+        targets, lengths = self._teacher_targets(batch, real, ctx, dummy)
+        return sem.output, self.distill(sem.features, targets, lengths)
 
     def _choose_codebooks(self, step: int, micro: int) -> int:
         if self.q_dropout <= 0:
@@ -402,9 +664,15 @@ class CodecGAN(Task):
         if self.data["peak_db"] is not None:
             real = self._peak_normalize(real, self._train_levels(real.shape[0], step, ctx.micro, ctx.rank))
         n_q = self._choose_codebooks(step, ctx.micro)
-        out = self._forward(real, n_q, ctx)
-        fake = out.audio
         logs: dict[str, Any] = {}
+        model_losses = None
+        if self.distill is not None:
+            out, d = self._distill_forward(real, n_q, batch, ctx, dummy=weight == 0.0)
+            model_losses = {**out.losses, "distillation": d.loss}
+            logs.update({f"gen/{k}": v for k, v in d.terms.items()})
+        else:
+            out = self._forward(real, n_q, ctx)
+        fake = out.audio
 
         if self.disc is not None and step >= self.discriminator_start:
             d_out = self.loss.discriminator_loss(real, fake, self.disc)
@@ -412,7 +680,8 @@ class CodecGAN(Task):
             logs.update(d_out.terms)
 
         adversarial = self.disc is not None and step >= self.pretrain_mel_steps
-        g_out = self.loss.generator_loss(real, fake, self.disc if adversarial else None, model_losses=out.losses)
+        g_out = self.loss.generator_loss(real, fake, self.disc if adversarial else None,
+                                         model_losses=out.losses if model_losses is None else model_losses)
         ctx.backward_and_step("gen", g_out.loss * weight)
         logs.update({f"gen/{k}": v for k, v in g_out.terms.items()})
         if self.loss.balancer is not None:
@@ -438,11 +707,21 @@ class CodecGAN(Task):
 
     def validation_step(self, batch, ctx):
         real = batch["audio"]
+        distill = self.distill is not None and self._val_distill
         if real.shape[0] == 0:  # every file unreadable: the same keys as other batches and ranks, as NaN
-            return {k: float("nan") for k in ["mel", *self.valid_metrics]}
+            keys = ["mel", *self.valid_metrics]
+            if distill:
+                keys += ["distillation", *(f"distillation/{n}" for n in self.distill.teachers)]
+            return {k: float("nan") for k in keys}
         real = self._valid_input(real)
-        fake = self._forward(real, None, ctx).audio
-        out: dict[str, Any] = {"mel": self.val_mel(fake, real)}
+        out: dict[str, Any] = {}
+        if distill:
+            result, d = self._distill_forward(real, None, batch, ctx)
+            fake = result.audio
+            out.update({"distillation": d.loss, **d.terms})
+        else:
+            fake = self._forward(real, None, ctx).audio
+        out["mel"] = self.val_mel(fake, real)
         if self.valid_metrics:
             with ctx.fp32():  # resampling inside the metrics must not run under bf16 autocast
                 out.update(self._signal_metrics(real, fake, batch["length"].tolist()))
