@@ -14,6 +14,7 @@ Exit status: 0 on success, 1 when some files failed (each is reported and skippe
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from dataclasses import dataclass, replace
@@ -410,6 +411,9 @@ def _add_eval_parser(subparsers) -> None:
     p.add_argument("--utmos", metavar="MODEL.pt",
                    help="local UTMOS model exported with TorchScript or torch.export (.pt2): adds utmos "
                         "(reconstruction) and utmos_ref (reference) scores; nothing is downloaded")
+    p.add_argument("--asr-model", metavar="DIR",
+                   help="local transformers ASR model folder: adds wer / cer of what it hears in the "
+                        "reconstruction against what it hears in the reference")
     p.add_argument("--workers", "-j", type=_positive_int, metavar="N",
                    help="scoring processes (default: up to 2; 1 scores in this process)")
     p.add_argument("--save-audio", metavar="DIR", help="with --manifest: also write the reconstructions here")
@@ -436,6 +440,9 @@ def cmd_eval(args) -> int:
         logger.setLevel(logging.ERROR)
     try:
         scorers = [load_model_scorer(args.utmos, "utmos", device=_device(args.device))] if args.utmos else []
+        if args.asr_model:
+            from .metrics.asr import ASRScorer
+            scorers.append(ASRScorer(args.asr_model, device=_device(args.device)))
         if args.manifest is not None:
             codec = resolve_model(args.model, args.device, args.num_codebooks)
             result = ev.evaluate_manifest(args.manifest, codec, batch_size=args.batch_size, metrics=metrics,
@@ -586,6 +593,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_tts)
 
+    p = sub.add_parser("probe", help="linear probe: how much word / phone content the first codebook carries",
+                       description="Encode two manifests (with 'text') and fit a linear classifier from each clip's "
+                                   "bag of first-codebook tokens to the words (or espeak-ng phones) of its "
+                                   "transcript on TRAIN, scored on TEST (micro-F1, mAP). No external model.")
+    p.add_argument("train", metavar="TRAIN.jsonl")
+    p.add_argument("test", metavar="TEST.jsonl")
+    p.add_argument("--model", "-m", **model_kw)
+    p.add_argument("--kind", choices=["word", "phone"], default="word")
+    p.add_argument("--min-count", type=_positive_int, default=3, help="labels seen at least N times in TRAIN")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default=None, metavar="OUT.json")
+    p.set_defaults(func=cmd_probe)
+
     p = sub.add_parser("sing", help="lyrics + description -> a song with a trained song model",
                        description="Generate a song (audiocodec.SongGenerator): the mixture to OUT.wav and, for "
                                    "dual-track models, the stems beside it (OUT.vocal.wav, OUT.accompaniment.wav).")
@@ -672,6 +692,20 @@ def cmd_tts(args) -> int:
         audio = tts.synthesize(text, voice=args.voice, voice_text=args.voice_text, **opts)
     path = audio_utils.save_audio(args.output, audio[None], tts.sample_rate)
     print(f"wrote {path} ({audio.shape[-1] / tts.sample_rate:.2f} s)", file=sys.stderr)
+    return 0
+
+
+def cmd_probe(args) -> int:
+    from .data.manifest import read_manifest
+    from .metrics.probe import token_probe
+    codec = resolve_model(args.model, args.device)
+    result = token_probe(codec, read_manifest(args.train), read_manifest(args.test), kind=args.kind,
+                         min_count=args.min_count)
+    print(f"{args.kind} probe on {result['test_items']} clips ({result['labels']} labels): micro-F1 "
+          f"{result['micro_f1']:.3f} (label frequencies alone: {result['label_frequency_f1']:.3f}), "
+          f"mAP {result['map']:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
     return 0
 
 

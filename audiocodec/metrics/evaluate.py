@@ -325,7 +325,7 @@ def _default_workers() -> int:
 
 
 def _model_names(scorers) -> tuple:
-    return tuple(n for s in scorers or () for n in (s.name, f"{s.name}_ref"))
+    return tuple(n for s in scorers or () for n in getattr(s, "names", (s.name, f"{s.name}_ref")))
 
 
 def _model_scores(scorers, ref, ref_sr: int, hyp, hyp_sr: int) -> tuple[dict, dict]:
@@ -333,12 +333,15 @@ def _model_scores(scorers, ref, ref_sr: int, hyp, hyp_sr: int) -> tuple[dict, di
     values, notes = {}, {}
     for scorer in scorers or ():
         try:
-            values[scorer.name] = float(scorer.score([hyp], hyp_sr)[0])
-            values[f"{scorer.name}_ref"] = float(scorer.score([ref], ref_sr)[0])
+            if hasattr(scorer, "score_pair"):       # scores of the pair, e.g. ASR WER / CER
+                values.update(scorer.score_pair(ref, ref_sr, hyp, hyp_sr))
+            else:
+                values[scorer.name] = float(scorer.score([hyp], hyp_sr)[0])
+                values[f"{scorer.name}_ref"] = float(scorer.score([ref], ref_sr)[0])
         except Exception as e:  # noqa: BLE001 - reported on the row; the run goes on
             notes[scorer.name] = f"{scorer.name} failed: {_message(e)}"
-            values.setdefault(scorer.name, math.nan)
-            values.setdefault(f"{scorer.name}_ref", math.nan)
+            for name in getattr(scorer, "names", (scorer.name, f"{scorer.name}_ref")):
+                values.setdefault(name, math.nan)
     return values, notes
 
 
