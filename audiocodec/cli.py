@@ -644,7 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
     # commands that own their argument parsing: everything after the name is passed on
     for name, help_text in (("train", "train a model from a recipe config (run under torchrun for many GPUs)"),
                             ("prepare", "write a jsonl manifest for a corpus in its official layout"),
-                            ("semantic", "teacher features for semantic distillation (audiocodec semantic -h)")):
+                            ("semantic", "teacher features for semantic distillation (audiocodec semantic -h)"),
+                            ("demo", "start the web demo (demos/app.py of a checkout; audiocodec demo -h)")):
         p = sub.add_parser(name, help=help_text, add_help=False, prefix_chars="\0")
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_delegate(name))
@@ -740,6 +741,20 @@ def cmd_eval_tts(args) -> int:
     return 0
 
 
+def _run_demo(argv: Sequence[str]) -> int:
+    """Run ``demos/app.py`` of the checkout this package was installed from (``pip install -e .``)."""
+    import importlib.util
+    app = Path(__file__).resolve().parents[1] / "demos" / "app.py"
+    if not app.is_file():
+        raise ConfigError(f"the web demo lives in the repository ({app} is missing): clone it and run "
+                          "'make demo', or install the package from the checkout with pip install -e '.[demo]'")
+    spec = importlib.util.spec_from_file_location("audiocodec_demo_app", app)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # dataclasses in the app look their module up
+    spec.loader.exec_module(module)
+    return int(module.main(list(argv)) or 0)
+
+
 def _delegate(name: str) -> Callable:
     def run(args) -> int:
         if name == "train":
@@ -748,6 +763,8 @@ def _delegate(name: str) -> Callable:
         if name == "semantic":
             from .semantic.cli import main as semantic_main
             return semantic_main(args.rest)
+        if name == "demo":
+            return _run_demo(args.rest)
         from .data.prepare import main_prepare
         return main_prepare(args.rest)
     return run

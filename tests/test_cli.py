@@ -246,3 +246,9 @@ def test_convert_to_float16_halves_the_file_and_loads_as_the_rounded_model(tmp_p
     for (k, a), b in zip(full.state_dict().items(), half.state_dict().values()):
         assert b.dtype == a.dtype, k                      # loaded back in the model's precision
         assert torch.equal(b, a.half().to(a.dtype) if a.is_floating_point() else a), k
+
+
+def test_audiocodec_demo_runs_the_checkout_app(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--help"])           # the app's own parser answers
+    assert e.value.code == 0 and "--tts-model" in capsys.readouterr().out
