@@ -4,6 +4,8 @@
 # at most 16 MB) to OUT_DIR. Rejoin the parts with `cat OUT_DIR/model-fp16.part* > model.safetensors`.
 #
 #   benchmarks/device/train_codec.sh MINUTES RUN_DIR OUT_DIR [--set key=value ...]
+#   NGPU=2 benchmarks/device/train_codec.sh ...        # data parallel on 2 GPUs (torchrun)
+#   ... --init-from audiocodec/assets/wavtokenizer-75-small-mini.safetensors   # continue the shipped codec
 #
 # Needs .whl/ (soundfile and its deps for the image's python) and .data/mini_gpu (the mini corpus as FLAC).
 set -u
@@ -14,7 +16,9 @@ export PYTHONPATH=/tmp/site:$PWD
 mkdir -p "$out"
 nvidia-smi dmon -s u -d 10 > "$out/dmon.txt" 2>&1 &
 dmon=$!
-python3 -m audiocodec.train recipes/codec/wavtokenizer_75_small.yaml --run-dir "$run" \
+launch=(python3 -m audiocodec.train)
+[ "${NGPU:-1}" -gt 1 ] && launch=(torchrun --standalone --nproc_per_node "$NGPU" -m audiocodec.train)
+"${launch[@]}" recipes/codec/wavtokenizer_75_small.yaml --run-dir "$run" \
   --set task.data.train=.data/mini_gpu/train.jsonl --set task.data.valid=.data/mini_gpu/valid.jsonl \
   --set 'task.valid_metrics=[]' --set trainer.max_minutes="$minutes" --set trainer.progress=false "$@"
 rc=$?

@@ -12,7 +12,9 @@ export PYTHONPATH=/tmp/site:$PWD
 mkdir -p "$out"
 nvidia-smi dmon -s u -d 10 > "$out/dmon.txt" 2>&1 &
 dmon=$!
-python3 -m audiocodec.train recipes/tts/mini.yaml --run-dir "$run" --set task.train="$tokens/train" \
+launch=(python3 -m audiocodec.train)
+[ "${NGPU:-1}" -gt 1 ] && launch=(torchrun --standalone --nproc_per_node "$NGPU" -m audiocodec.train)
+"${launch[@]}" recipes/tts/mini.yaml --run-dir "$run" --set task.train="$tokens/train" \
   --set task.valid="$tokens/valid" --set trainer.max_minutes="$minutes" --set trainer.progress=false "$@"
 rc=$?
 kill "$dmon"
