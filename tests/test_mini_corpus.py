@@ -95,3 +95,16 @@ def test_speech_rendering_is_deterministic(tmp_path):
     a = render_speech(job.voice, job.text, tmp_path / "a.wav", random.Random(job.seed))
     b = render_speech(job.voice, job.text, tmp_path / "b.wav", random.Random(job.seed))
     assert a == b and (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+
+
+def test_voice_variants_of_en_gb_sound_different(tmp_path):
+    """espeak-ng 1.51 ignores a variant after 'en-gb': the corpus must not end up with identical speakers."""
+    import random as _random
+    import soundfile as _sf
+    from audiocodec.data.synth import Voice, render_speech
+    waves = []
+    for variant in ("f2", "m3"):
+        voice = Voice("x", "en-gb", variant, pitch=50, speed=160, amplitude=120, gap=0)
+        render_speech(voice, "Hello there, this is a test.", tmp_path / f"{variant}.wav", _random.Random(0))
+        waves.append(_sf.read(str(tmp_path / f"{variant}.wav"))[0])
+    assert len(waves[0]) != len(waves[1]) or abs(waves[0] - waves[1]).max() > 1e-3

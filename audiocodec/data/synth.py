@@ -216,7 +216,10 @@ class Voice:
 
     @property
     def name(self) -> str:
-        return self.accent + (f"+{self.variant}" if self.variant else "")
+        # espeak-ng 1.51 ignores a variant after "en-gb" (en-gb+f2 renders exactly as en-gb); "en" is the
+        # same British voice and honours it
+        accent = "en" if self.accent == "en-gb" and self.variant else self.accent
+        return accent + (f"+{self.variant}" if self.variant else "")
 
 
 def available_voices() -> tuple[list[str], list[str]]:
@@ -473,22 +476,32 @@ def _split_list(items: list, sizes: Sequence[int]) -> list[list]:
     return out
 
 
+def resolve_voices(accents: Optional[Sequence[str]], variants: Optional[Sequence[str]]) -> tuple:
+    """``(accents, variants)``: the given ones, or what the installed espeak-ng offers."""
+    if accents is None or variants is None:
+        found = available_voices()
+        accents = found[0] if accents is None else accents
+        variants = found[1] if variants is None else variants
+    return accents, variants
+
+
+def held_out_split(n: int, rng: random.Random, held: int) -> dict:
+    """Indices ``0..n-1`` shuffled by ``rng`` into ``{"test": held, "valid": held, "train": the rest}``."""
+    order = list(range(n))
+    rng.shuffle(order)
+    return {"test": order[:held], "valid": order[held:2 * held], "train": order[2 * held:]}
+
+
 def plan_corpus(scale: str = "default", seed: int = 0, accents: Optional[Sequence[str]] = None,
                 variants: Optional[Sequence[str]] = None) -> tuple[list[_Job], list[str], dict]:
     """Every clip to render (deterministic given the arguments), the sentences, and their split."""
     if scale not in SCALES:
         raise AudioCodecError(f"unknown scale {scale!r}; known: {', '.join(SCALES)}")
     sc = SCALES[scale]
-    if accents is None or variants is None:
-        found = available_voices()
-        accents = found[0] if accents is None else accents
-        variants = found[1] if variants is None else variants
+    accents, variants = resolve_voices(accents, variants)
     rng = random.Random(f"plan-{scale}-{seed}")
     sentences = make_sentences(sc.sentences, seed)
-    order = list(range(len(sentences)))
-    rng.shuffle(order)
-    n_held = max(1, len(sentences) // 10)
-    sent_split = {"test": order[:n_held], "valid": order[n_held:2 * n_held], "train": order[2 * n_held:]}
+    sent_split = held_out_split(len(sentences), rng, max(1, len(sentences) // 10))
     voices = make_voices(sum(sc.speakers), seed, accents, variants)
     voice_split = dict(zip(("train", "valid", "test"), _split_list(voices, sc.speakers)))
     families = sorted(GM_FAMILIES)
