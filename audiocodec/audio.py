@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Optional, Union
 
@@ -103,8 +104,9 @@ def load_audio(
 def save_audio(path: PathLike, wav: torch.Tensor, sample_rate: int, subtype: Optional[str] = None) -> Path:
     """Write ``wav`` ([L] or [C, L]) to ``path``; the format follows the extension (wav default PCM_16).
 
-    Samples are clipped to [-1, 1] for integer formats. The parent folder is created.
-    The file is written to a temporary name and renamed, so a crash never leaves half a file.
+    Samples are clipped to [-1, 1] for integer and companded formats. The parent folder is created.
+    The file is written to a temporary name and renamed, so a crash never leaves half a file; a subtype
+    that cannot hold exactly ``L`` samples (block-based ADPCM, GSM) is refused rather than padded.
     """
     path = Path(path)
     sample_rate = check_sample_rate(sample_rate)
@@ -118,16 +120,33 @@ def save_audio(path: PathLike, wav: torch.Tensor, sample_rate: int, subtype: Opt
     fmt = _format_for(path)
     if subtype is None and fmt == "WAV":
         subtype = "PCM_16"
-    if subtype is not None and subtype.startswith("PCM"):
+    effective = subtype or sf.default_subtype(fmt)
+    if effective not in _UNCLIPPED_SUBTYPES:
+        # integer and companded encodings (PCM, ULAW, ALAW, ADPCM...) wrap values beyond full scale around
         wav = wav.clamp(-1.0, 1.0)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
     try:
-        sf.write(str(tmp), wav.numpy().T, sample_rate, subtype=subtype, format=fmt)
+        try:
+            sf.write(str(tmp), wav.numpy().T, sample_rate, subtype=subtype, format=fmt)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:  # e.g. a subtype and channel count
+            raise AudioError(f"cannot write {path} as {fmt} {effective} ({wav.shape[0]} channel(s) at "
+                             f"{sample_rate} Hz): {e}") from e
+        if effective not in _LOSSY_SUBTYPES:
+            frames = sf.info(str(tmp)).frames
+            if frames != wav.shape[-1]:  # block-based encodings pad; some 8-bit AIFF files gain a sample
+                raise AudioError(f"cannot write {wav.shape[-1]} samples exactly as {fmt} {effective}: the file would "
+                                 f"hold {frames}; use PCM_16, PCM_24 or FLOAT")
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+#: Subtypes that store values beyond [-1, 1] (floats, and lossy codecs that decode to floats).
+_UNCLIPPED_SUBTYPES = ("FLOAT", "DOUBLE", "VORBIS", "OPUS")
+#: Lossy codecs: their length is the encoder's business (encoder delay, frames), not checked on write.
+_LOSSY_SUBTYPES = ("VORBIS", "OPUS", "MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III")
 
 
 def _format_for(path: Path) -> str:
@@ -139,12 +158,26 @@ def _format_for(path: Path) -> str:
     return formats[ext]
 
 
+#: Largest sinc kernel (values) torchaudio may build; it holds ``up * (down + 2 * width)`` values for the ratio
+#: ``up / down`` in lowest terms, so rates without a large common divisor (22051 Hz -> 24 kHz) would need gigabytes.
+MAX_SINC_KERNEL = 2 ** 22
+
+
 def resample(wav: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tensor:
-    """Resample along the last axis with torchaudio's band-limited sinc interpolation."""
+    """Resample along the last axis to ``ceil(L * target_sr / orig_sr)`` samples: torchaudio's band-limited sinc
+    interpolation, or, for rates whose ratio has large terms (odd rates such as 22051 Hz, where torchaudio's
+    kernel would take gigabytes and hours), scipy's polyphase filter (no autograd)."""
     orig_sr, target_sr = check_sample_rate(orig_sr), check_sample_rate(target_sr)
     if orig_sr == target_sr:
         return wav
-    return AF.resample(wav, orig_sr, target_sr)
+    g = math.gcd(orig_sr, target_sr)
+    up, down = target_sr // g, orig_sr // g
+    width = math.ceil(6 * down / (min(up, down) * 0.99))  # torchaudio's lowpass_filter_width=6, rolloff=0.99
+    if up * (down + 2 * width) <= MAX_SINC_KERNEL:
+        return AF.resample(wav, orig_sr, target_sr)
+    from scipy.signal import resample_poly
+    out = resample_poly(wav.detach().cpu().double().numpy(), up, down, axis=-1)
+    return torch.from_numpy(out).to(dtype=wav.dtype, device=wav.device)
 
 
 def convert_channels(wav: torch.Tensor, channels: int) -> torch.Tensor:

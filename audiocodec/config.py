@@ -39,7 +39,7 @@ class Registry:
             raise ConfigError(f"{path or self.kind}: expected a mapping with a 'type' key, got {spec!r}")
         kwargs = dict(spec)
         name = kwargs.pop("type")
-        if name not in self._items:
+        if not isinstance(name, str) or name not in self._items:  # a name, never a path or an object
             raise ConfigError(f"{path or self.kind}: unknown {self.kind} type {name!r}; "
                               f"known: {', '.join(self.names())}")
         return call_with_config(self._items[name], kwargs, f"{path or self.kind}")
@@ -85,7 +85,11 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"override must look like key.sub=value, got {text!r}")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML (tags such as !!python/... are "
+                          f"refused): {e}") from None
     out: dict = {}
     node = out
     parts = key.strip().split(".")
@@ -96,8 +100,12 @@ def parse_override(text: str) -> dict:
 
 
 def load_yaml(path) -> dict:
-    with open(path) as f:
-        data = yaml.safe_load(f)
+    """A YAML config file as a dict (``yaml.safe_load``: tags such as ``!!python/object`` are refused)."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not a valid YAML config (tags such as !!python/... are refused): {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

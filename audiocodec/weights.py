@@ -55,7 +55,12 @@ def load_model(path: Union[str, os.PathLike], format: str, build: Callable[..., 
         config = json.loads(meta["config"])
     except (KeyError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: no readable config in its metadata ({e})") from e
-    model = build(**config)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: the config in its metadata is a {type(config).__name__}, not a mapping")
+    try:
+        model = build(**config)
+    except TypeError as e:   # a key the model does not take
+        raise CheckpointError(f"{path}: its config does not fit {getattr(build, '__name__', 'the model')}: {e}") from e
     own = model.state_dict()
     bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
     if bad:

@@ -91,6 +91,7 @@ def test_resume_skips_done_items_and_loses_none(corpus, codec, tmp_path):
     assert sorted(r["id"] for r in ds.records) == sorted(f"c{i}" for i in range(9))
     # a third run has nothing left to do
     assert extract_tokens(corpus / "m.jsonl", out, codec, num_workers=0)["encoded"] == 0
+    assert not list(out.glob(".shard-*"))                   # the killed run's temporary file is gone
 
 
 def test_ranks_split_the_work(corpus, codec, tmp_path):

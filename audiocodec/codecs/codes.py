@@ -3,6 +3,9 @@ and the ``.npz`` file format they are stored in."""
 from __future__ import annotations
 
 import json
+import math
+import os
+import threading
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,9 +14,12 @@ from typing import Union
 import numpy as np
 import torch
 
+from ..audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from ..errors import CodesError
 
 CODES_FORMAT_VERSION = 1
+#: A compressed member may not expand more than this (plus 1 MiB): a zip bomb is refused before it is inflated.
+MAX_EXPANSION = 100
 
 
 @dataclass
@@ -78,13 +84,18 @@ class Codes:
                       cardinality=self.cardinality, input_sample_rate=self.input_sample_rate,
                       input_channels=self.input_channels, extra=self.extra)
         dtype = np.int16 if self.cardinality <= 2 ** 15 else np.int32
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            np.savez(f, tokens=self.tokens.cpu().numpy().astype(dtype),
-                     lengths=self.lengths.cpu().numpy().astype(np.int64),
-                     input_lengths=self.input_lengths.cpu().numpy().astype(np.int64),
-                     header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
-        tmp.replace(path)
+        # one temporary file per process and thread: concurrent saves to one path never mix their bytes
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, tokens=self.tokens.cpu().numpy().astype(dtype),
+                         lengths=self.lengths.cpu().numpy().astype(np.int64),
+                         input_lengths=self.input_lengths.cpu().numpy().astype(np.int64),
+                         header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
+            tmp.replace(path)
+        finally:
+            if tmp.exists():  # a failed write (full disk, bad value) leaves nothing behind
+                tmp.unlink()
         return path
 
     @classmethod
@@ -94,9 +105,12 @@ class Codes:
         if not path.is_file():
             raise CodesError(f"codes file not found: {path}")
         try:
+            _check_members(path)
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        except CodesError:
+            raise
+        except Exception as e:  # noqa: BLE001 - zipfile, zlib and numpy raise many kinds of errors on corrupt files
             raise CodesError(f"cannot read codes file {path}: {e}") from e
         missing = {"tokens", "lengths", "input_lengths", "header"} - set(arrays)
         if missing:
@@ -109,9 +123,15 @@ class Codes:
             header = json.loads(arrays["header"].tobytes().decode())
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CodesError(f"codes file {path} has a corrupt header: {e}") from e
+        if not isinstance(header, dict):
+            raise CodesError(f"codes file {path} has a corrupt header: expected a JSON object, got "
+                             f"{type(header).__name__}")
         if header.get("format") != "audiocodec.codes":
             raise CodesError(f"{path} is not an audiocodec codes file")
-        if header.get("version", 0) > CODES_FORMAT_VERSION:
+        version = header.get("version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise CodesError(f"codes file {path} has a corrupt header: version {version!r}")
+        if version > CODES_FORMAT_VERSION:
             raise CodesError(f"{path} has format version {header['version']}; this audiocodec reads "
                              f"up to {CODES_FORMAT_VERSION}: upgrade audiocodec")
         tokens = arrays["tokens"]
@@ -121,6 +141,11 @@ class Codes:
         b = tokens.shape[0]
         if arrays["lengths"].shape != (b,) or arrays["input_lengths"].shape != (b,):
             raise CodesError(f"codes file {path}: lengths do not match the batch size {b}")
+        for key in ("lengths", "input_lengths"):
+            if not np.issubdtype(arrays[key].dtype, np.integer):
+                raise CodesError(f"codes file {path}: {key} must be integers, got {arrays[key].dtype}")
+        if not isinstance(header.get("model_id"), str):
+            raise CodesError(f"codes file {path} has an incomplete header: model_id {header.get('model_id')!r}")
         try:
             codes = cls(tokens=torch.from_numpy(tokens.astype(np.int64)),
                         lengths=torch.from_numpy(arrays["lengths"].astype(np.int64)),
@@ -129,9 +154,10 @@ class Codes:
                         sample_rate=int(header["sample_rate"]), frame_rate=float(header["frame_rate"]),
                         cardinality=int(header["cardinality"]), input_sample_rate=int(header["input_sample_rate"]),
                         input_channels=int(header.get("input_channels", 1)), extra=dict(header.get("extra", {})))
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise CodesError(f"codes file {path} has an incomplete header: {e}") from e
         codes.validate()
+        _check_values(codes, path)
         return codes
 
     def validate(self, cardinality: int | None = None) -> "Codes":
@@ -140,6 +166,59 @@ class Codes:
         if (self.lengths < 0).any() or (self.lengths > t.shape[-1]).any():
             raise CodesError(f"lengths {self.lengths.tolist()} do not fit {t.shape[-1]} frames")
         return self
+
+
+def _check_members(path: Path) -> None:
+    """Refuse, before numpy reads them, members whose ``.npy`` header declares more data than the member
+    holds (a forged shape would make numpy allocate it) and compressed members that inflate absurdly."""
+    fmt = np.lib.format
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if info.compress_type != zipfile.ZIP_STORED and \
+                    info.file_size > MAX_EXPANSION * info.compress_size + 2 ** 20:
+                raise CodesError(f"cannot read codes file {path}: member {info.filename} inflates from "
+                                 f"{info.compress_size} to {info.file_size} bytes (refused)")
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as f:
+                version = fmt.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = fmt.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = fmt.read_array_header_2_0(f)
+                else:
+                    continue  # numpy judges other versions itself
+                if dtype.hasobject:
+                    continue  # np.load(allow_pickle=False) refuses it with its own message
+                declared = dtype.itemsize * math.prod(shape)
+                held = info.file_size - f.tell()
+                if declared != held:
+                    raise CodesError(f"cannot read codes file {path}: {info.filename} declares {dtype} {shape} "
+                                     f"({declared} bytes) but holds {held} bytes (corrupt file?)")
+
+
+def _check_values(codes: Codes, path: Path) -> None:
+    """Header values a decoder relies on: plausible rates, a codebook size, and input lengths that fit the frames."""
+    problems = []
+    for key in ("sample_rate", "input_sample_rate"):
+        value = getattr(codes, key)
+        if not MIN_SAMPLE_RATE <= value <= MAX_SAMPLE_RATE:
+            problems.append(f"{key} {value} Hz (expected {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE})")
+    if not (math.isfinite(codes.frame_rate) and 0 < codes.frame_rate <= codes.sample_rate):
+        problems.append(f"frame_rate {codes.frame_rate}")
+    if not 1 <= codes.cardinality <= 2 ** 31 - 1:
+        problems.append(f"cardinality {codes.cardinality}")
+    if codes.input_channels < 1:
+        problems.append(f"input_channels {codes.input_channels}")
+    if problems:
+        raise CodesError(f"codes file {path} has impossible header values: {', '.join(problems)}")
+    if (codes.input_lengths < 0).any():
+        raise CodesError(f"codes file {path}: negative input lengths {codes.input_lengths.tolist()}")
+    hop = codes.sample_rate / codes.frame_rate
+    fits = torch.ceil(codes.lengths.double() * hop) + 1
+    if (codes.output_lengths.double() > fits).any():
+        raise CodesError(f"codes file {path}: input lengths {codes.input_lengths.tolist()} (at "
+                         f"{codes.input_sample_rate} Hz) are longer than their {codes.lengths.tolist()} frames")
 
 
 def validate_tokens(tokens, cardinality: int) -> torch.Tensor:

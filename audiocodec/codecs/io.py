@@ -118,7 +118,7 @@ def _load_path(path: Path, config) -> Codec:
         if meta.get("format") == FORMAT:
             if meta.get("kind") == "vocoder":
                 raise CheckpointError(f"{path} is a vocoder: load it with audiocodec.load_vocoder")
-            cfg = json.loads(meta["config"])
+            cfg = _meta_config(meta, path)
         elif config is not None:
             cfg = _config_arg(config)
         else:
@@ -148,6 +148,19 @@ def _load_path(path: Path, config) -> Codec:
                           "safetensors, WavTokenizer .ckpt, encodec, vocos and DAC weights; or pass config=")
 
 
+def _meta_config(meta: Mapping, path) -> dict:
+    """The config dict stored in a safetensors file's metadata (CheckpointError when absent or malformed)."""
+    try:
+        cfg = json.loads(meta["config"])
+    except KeyError:
+        raise CheckpointError(f"{path}: its metadata holds no 'config'") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: the config in its metadata is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: the config in its metadata is a {type(cfg).__name__}, not a mapping")
+    return cfg
+
+
 def _config_arg(config) -> dict:
     if isinstance(config, Mapping):
         return dict(config)
@@ -162,7 +175,7 @@ def load_vocoder(source: Union[str, os.PathLike], device="cpu") -> MelVocoder:
         state, meta = _read_safetensors(path)
         if meta.get("kind") != "vocoder":
             raise CheckpointError(f"{path} is not a vocoder checkpoint")
-        cfg = json.loads(meta["config"])
+        cfg = _meta_config(meta, path)
         name = cfg.pop("name", "vocoder")
         model = MelVocoder(**cfg, name=name, config=dict(cfg, name=name))
     else:

@@ -106,6 +106,8 @@ def extract_tokens(manifest: Union[str, os.PathLike], out_dir: Union[str, os.Pat
     if dupes:
         raise AudioCodecError(f"{manifest}: item ids must be unique (give records an 'id'); repeated: {dupes[:5]}")
     meta = codec_meta(codec)
+    for stray in out_dir.glob(f".shard-r{rank:03d}-*.tmp*"):   # left by a killed run of this rank
+        stray.unlink(missing_ok=True)
     existing = list_shards(out_dir)
     if existing:
         old = read_shard(existing[0])[0]

@@ -252,6 +252,7 @@ class CodecGAN(Task):
         self.media_clips = int(media_clips)
         self.export_codec = bool(export_codec)
         self.skipped_total = 0
+        self.skipped_by_reason: dict[str, int] = {}   # this rank's skipped training items, by reason
         self._ctx = None
         self._last: Optional[tuple] = None
         self._parse_distillation(distillation)
@@ -654,8 +655,11 @@ class CodecGAN(Task):
     # -- training ------------------------------------------------------------------------------------
     def training_step(self, batch, step, ctx):
         real = batch["audio"]
-        skipped = sum((batch.get("skipped") or {}).values())
+        reasons = batch.get("skipped") or {}
+        skipped = sum(reasons.values())
         self.skipped_total += int(skipped)
+        for reason, n in reasons.items():
+            self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + int(n)
         weight = 1.0
         if real.shape[0] == 0:  # every file of this batch was unreadable: a zero-weight step keeps ranks in step
             real = torch.zeros(1, self.codec.channels, self._train_ds.crop_length or self.codec.hop_length,
@@ -796,8 +800,17 @@ class CodecGAN(Task):
                 log.info(f"exported the codec to {path}")
             except OSError as e:  # a full disk must not lose the training checkpoint
                 log.warning(f"could not export the codec: {e}")
-        return {"loss": self.loss.training_state(), "skipped_total": self.skipped_total}
+        return {"loss": self.loss.training_state(), "skipped_total": self.skipped_total,
+                "skipped_by_reason": dict(self.skipped_by_reason)}
 
     def load_state_dict(self, state: dict) -> None:
         self.loss.load_training_state(state.get("loss", {}))
         self.skipped_total = int(state.get("skipped_total", 0))
+        self.skipped_by_reason = {str(k): int(v) for k, v in (state.get("skipped_by_reason") or {}).items()}
+
+    def on_train_end(self, ctx) -> None:
+        """Report the training items skipped for bad audio, by reason, over all ranks (every rank calls it)."""
+        from ..data.dataset import format_skipped, gather_skipped
+        total = gather_skipped(self.skipped_by_reason)
+        if ctx.is_main:
+            (log.warning if total else log.info)(f"training data: {format_skipped(total)}")

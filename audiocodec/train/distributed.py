@@ -191,6 +191,15 @@ def broadcast_tensors(tensors: list[torch.Tensor], src: int = 0) -> None:
             t.copy_(synced)
 
 
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """``values`` summed over all ranks (a copy)."""
+    if not _active():
+        return values
+    values = values.clone()
+    dist.all_reduce(values)
+    return values
+
+
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     if not _active():
         return values

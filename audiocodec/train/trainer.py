@@ -838,7 +838,12 @@ class Trainer:
         keys = sorted(sums)
         if not keys:
             return {}
-        means = dist_utils.all_reduce_mean(torch.stack([torch.stack(sums[k]).mean() for k in keys]))
+        # NaN-aware: a batch that held only unreadable files scores NaN and must not spoil the mean
+        values = [torch.stack(sums[k]).float() for k in keys]
+        totals = torch.stack([torch.nan_to_num(v, nan=0.0).sum() for v in values])
+        counts = torch.stack([(~torch.isnan(v)).sum().float() for v in values])
+        totals, counts = dist_utils.all_reduce_sum(totals), dist_utils.all_reduce_sum(counts)
+        means = torch.where(counts > 0, totals / counts.clamp(min=1), torch.full_like(totals, float("nan")))
         out = {f"val/{k}": float(v) for k, v in zip(keys, means.tolist())}
         for k, v in out.items():
             self.writer.add_scalar(k, v, self.step)

@@ -73,13 +73,23 @@ def _opaque_for(name: str, container: type | None = None):
     return type(short, (OpaqueObject,), body), name
 
 
+def _python3_name(name: str) -> str:
+    """``module.name`` with a Python 2 module name (``torch.save`` pickles with protocol 2, which writes e.g.
+    ``subprocess.Popen`` as ``commands.Popen``) mapped back, so that messages name what the file imports."""
+    module, _, short = name.rpartition(".")
+    mapped = _compat_pickle.NAME_MAPPING.get((module, short))
+    if mapped is not None:
+        return ".".join(mapped)
+    return f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{short}" if module else name
+
+
 def _refused(names) -> list:
     try:
         from torch._weights_only_unpickler import _get_allowed_globals
         allowed = set(_get_allowed_globals())
     except Exception:  # private torch API: without it, only the allow-list below counts
         allowed = set()
-    return sorted({n for n in names if n not in allowed and n not in PLAIN_BUILTINS
+    return sorted({_python3_name(n) for n in names if n not in allowed and n not in PLAIN_BUILTINS
                    and not n.startswith(OPAQUE_MODULE_PREFIXES)})
 
 
