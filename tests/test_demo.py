@@ -176,6 +176,20 @@ def test_good_clip_gives_audio_pictures_and_scores(demo, clips):
     assert s["frames"] == r.tokens.shape[1] == pytest.approx(s["seconds"] * 75, abs=1)
 
 
+def test_simultaneous_requests_do_not_mix_outputs(demo, clips):
+    """Several users at once (different clips, different codebook settings of one shared RVQ codec): each
+    gets exactly what it gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+    rvq = next(k for k in demo.choices if k.endswith("rvq.safetensors"))
+    jobs = [(str(clips / name), model, k) for name in ("u0.wav", "u1.wav", "stereo44k.flac")
+            for model, k in ((demo.default_label, 1), (rvq, 1), (rvq, 4))]
+    alone = [demo.reconstruct_ui(*job)[1] for job in jobs]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        together = list(pool.map(lambda job: demo.reconstruct_ui(*job)[1], jobs * 2))
+    for i, (rate, wav) in enumerate(together):
+        assert rate == alone[i % len(jobs)][0] and np.array_equal(wav, alone[i % len(jobs)][1]), jobs[i % len(jobs)]
+
+
 def test_rvq_codebook_control_sets_the_bitrate(demo, clips):
     label = next(k for k in demo.choices if k.endswith("rvq.safetensors"))
     assert list(demo.choices)[0] == f"{audiocodec.DEFAULT_CODEC} (embedded)"      # the default first
