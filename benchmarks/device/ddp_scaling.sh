@@ -9,8 +9,8 @@ shift 3
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
 mkdir -p "$out"
-args=(recipes/codec/wavtokenizer_75_small.yaml --set task.data.train=.data/mini_gpu/train.jsonl
-      --set task.data.valid=.data/mini_gpu/valid.jsonl --set 'task.valid_metrics=[]' --set trainer.max_minutes="$minutes"
+args=(recipes/codec/wavtokenizer_75_small.yaml --set task.data.train=${DATA:-.data/mini_gpu}/train.jsonl
+      --set task.data.valid=${DATA:-.data/mini_gpu}/valid.jsonl --set 'task.valid_metrics=[]' --set trainer.max_minutes="$minutes"
       --set trainer.val_every=0 --set trainer.ckpt_every=100000 --set trainer.log_every=20 --set trainer.num_workers=8
       --set trainer.progress=false "$@")
 python3 -m audiocodec.train "${args[@]}" --run-dir /tmp/ddp1 > "$out/gpu1.log" 2>&1

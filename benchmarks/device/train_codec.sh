@@ -7,7 +7,7 @@
 #   NGPU=2 benchmarks/device/train_codec.sh ...        # data parallel on 2 GPUs (torchrun)
 #   ... --init-from audiocodec/assets/wavtokenizer-75-small-mini.safetensors   # continue the shipped codec
 #
-# Needs .whl/ (soundfile and its deps for the image's python) and .data/mini_gpu (the mini corpus as FLAC).
+# Needs .whl/ (soundfile and its deps for the image's python) and the mini corpus as FLAC in $DATA (default .data/mini_gpu).
 set -u
 minutes=$1 run=$2 out=$3
 shift 3
@@ -19,7 +19,7 @@ dmon=$!
 launch=(python3 -m audiocodec.train)
 [ "${NGPU:-1}" -gt 1 ] && launch=(torchrun --standalone --nproc_per_node "$NGPU" -m audiocodec.train)
 "${launch[@]}" recipes/codec/wavtokenizer_75_small.yaml --run-dir "$run" \
-  --set task.data.train=.data/mini_gpu/train.jsonl --set task.data.valid=.data/mini_gpu/valid.jsonl \
+  --set task.data.train=${DATA:-.data/mini_gpu}/train.jsonl --set task.data.valid=${DATA:-.data/mini_gpu}/valid.jsonl \
   --set 'task.valid_metrics=[]' --set trainer.max_minutes="$minutes" --set trainer.progress=false "$@"
 rc=$?
 kill "$dmon"
