@@ -1,6 +1,6 @@
 #!/bin/bash
 # Data-parallel scaling of codec training on a lent multi-GPU machine: the same recipe, per-GPU batch and
-# duration on 1 GPU and on N GPUs (torchrun), steps/s from each run's log. Needs .whl/ and .data/mini_gpu.
+# duration on 1 GPU and on N GPUs (torchrun), steps/s from each run's log. Needs .whl/ and the mini corpus as FLAC in $DATA (default .data/mini_gpu).
 #
 #   benchmarks/device/ddp_scaling.sh N MINUTES OUT_DIR [--set key=value ...]
 set -u
