@@ -278,7 +278,7 @@ class TransformerLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
                 memory: Optional[torch.Tensor] = None, memory_mask: Optional[torch.Tensor] = None,
-                cache: Optional[KVCache] = None) -> torch.Tensor:
+                cache: Optional[KVCache] = None, return_hidden: bool = False):
         """``tokens [B, K, T]`` -> ``logits [B, K, T, V]``.
 
         padding_mask: ``[B, T]`` bool, True = real token, False = padding (never attended to, gets no
@@ -289,6 +289,8 @@ class TransformerLM(nn.Module):
             cache; later calls may leave it out (if given again it is ignored).
         cache: a :class:`KVCache` from :meth:`new_cache`; the tokens are appended to it and attend to
             everything cached before them.
+        return_hidden: also return the final-normed hidden states ``[B, T, D]`` (``(logits, hidden)``),
+            e.g. for auxiliary heads.
         """
         batch, num_tokens = self._check_inputs(tokens, padding_mask, memory, memory_mask, cache)
         device = tokens.device
@@ -312,7 +314,9 @@ class TransformerLM(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, cache.layers[i] if cache is not None else None, slots,
                       memory_kv[i], memory_mask)
-        return self.output_logits(self.norm(x))
+        hidden = self.norm(x)
+        logits = self.output_logits(hidden)
+        return (logits, hidden) if return_hidden else logits
 
     def _memory_keys_values(self, memory, memory_mask, cache) -> tuple[list, Optional[torch.Tensor]]:
         """Per-layer cross-attention ``(keys, values)`` (``None`` entries without cross-attention) and the

@@ -139,15 +139,8 @@ class SongModel(nn.Module):
         """``inputs [B, R, L]`` (decoder inputs) -> ``logits [B, R, L, V]`` (and the final-normed hidden
         states ``[B, L, D]`` with ``return_hidden``)."""
         memory, memory_mask = self.condition(cond)
-        if not return_hidden:
-            return self.lm(inputs, padding_mask=padding_mask, memory=memory, memory_mask=memory_mask)
-        captured = {}
-        handle = self.lm.norm.register_forward_hook(lambda module, args, out: captured.__setitem__("h", out))
-        try:
-            logits = self.lm(inputs, padding_mask=padding_mask, memory=memory, memory_mask=memory_mask)
-        finally:
-            handle.remove()
-        return logits, captured["h"]
+        return self.lm(inputs, padding_mask=padding_mask, memory=memory, memory_mask=memory_mask,
+                       return_hidden=return_hidden)
 
     def vocal_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``mixed_pro``: final hidden states ``[B, L, D]`` -> auxiliary vocal logits ``[B, K, L, V]``."""
