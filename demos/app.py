@@ -347,6 +347,9 @@ class Demo:
         if not self.choices:
             raise audiocodec.ConfigError("no codec to offer: the embedded codec is not installed; pass --model-dir "
                                          "with trained checkpoints (or --random-configs to try untrained ones)")
+        if not tts_model:  # the embedded default TTS, when the package ships one
+            from audiocodec.codecs.embedded import default_tts_path
+            tts_model = default_tts_path()
         self.tts_path = str(Path(tts_model).expanduser()) if tts_model else None
         self.song_path = str(Path(song_model).expanduser()) if song_model else None
         if self.tts_path and not Path(self.tts_path).exists():

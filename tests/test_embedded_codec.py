@@ -70,3 +70,25 @@ def test_cli_reconstruct_without_model_uses_the_embedded_codec(speech, tmp_path,
     out, out_sr = sf.read(str(tmp_path / "out" / "in.wav"))
     assert out_sr == 24000 and abs(len(out) - wav.shape[-1] * 24000 // sr) <= 1
     assert np.abs(out).max() > 0.01
+
+
+def test_an_embedded_tts_loads_by_name(tmp_path, monkeypatch):
+    """The slot for a shipped TTS: a model file in the assets folder loads by name (none ships yet)."""
+    from audiocodec.codecs import embedded
+    from audiocodec.text.tokenizers import build_tokenizer
+    from audiocodec.tts import TTS, TTSModel, save_tts
+    codec = audiocodec.load_codec(DEFAULT_CODEC)
+    tok = build_tokenizer({"type": "char", "corpus": ["abc"]})
+    info = {"model_id": codec.name, "fingerprint": codec.fingerprint(), "sample_rate": 24000, "frame_rate": 75.0,
+            "num_codebooks": 1, "cardinality": codec.cardinality,
+            "source": str(ASSETS_DIR / EMBEDDED_CODECS[DEFAULT_CODEC])}
+    model = TTSModel({"text_size": tok.vocab_size, "speech_size": codec.cardinality},
+                     {"dim": 16, "num_layers": 1, "num_heads": 2}, {"tokenizer": tok.to_dict()}, info)
+    save_tts(model, tmp_path / "tiny-tts.safetensors")
+    (tmp_path / "tiny-tts.md").write_text("# card")
+    monkeypatch.setattr(embedded, "ASSETS_DIR", tmp_path)
+    monkeypatch.setattr(embedded, "EMBEDDED_TTS", {"tiny-tts": "tiny-tts.safetensors"})
+    monkeypatch.setattr(embedded, "DEFAULT_TTS", "tiny-tts")
+    assert embedded.default_tts_path() == tmp_path / "tiny-tts.safetensors"
+    assert TTS.load("tiny-tts").vocab.text_size == tok.vocab_size
+    assert embedded.model_card("tiny-tts") == "# card"

@@ -1,4 +1,4 @@
-"""Codecs shipped inside the package (``audiocodec/assets``): trained weights that need no download.
+"""Models shipped inside the package (``audiocodec/assets``): trained weights that need no download.
 
 Each embedded codec is an audiocodec safetensors file (fp16 weights, config in its metadata) with a model
 card beside it (``<name>.md``: training data, duration, held-out metrics). :func:`load_codec` accepts
@@ -19,6 +19,11 @@ EMBEDDED_CODECS = {
 #: The codec used when none is named (command line, demo).
 DEFAULT_CODEC = "wavtokenizer-75-small-mini"
 
+#: Embedded TTS models (names -> file names in :data:`ASSETS_DIR`); :meth:`audiocodec.TTS.load` accepts the
+#: names, and the demo speaks with :data:`DEFAULT_TTS` when it is installed. None ships yet.
+EMBEDDED_TTS: dict = {}
+DEFAULT_TTS = None
+
 
 def list_embedded() -> list[str]:
     """Names of the embedded codecs whose weights are present in this installation."""
@@ -33,8 +38,21 @@ def embedded_path(name: str) -> Optional[Path]:
     return ASSETS_DIR / file
 
 
+def embedded_tts_path(name) -> Optional[Path]:
+    """The weights file of embedded TTS model ``name``, or None when it is not one (or is missing)."""
+    file = EMBEDDED_TTS.get(str(name))
+    if file is None or not (ASSETS_DIR / file).is_file():
+        return None
+    return ASSETS_DIR / file
+
+
+def default_tts_path() -> Optional[Path]:
+    """The embedded default TTS model's file, when one is installed."""
+    return embedded_tts_path(DEFAULT_TTS) if DEFAULT_TTS else None
+
+
 def model_card(name: str) -> Optional[str]:
     """The model card (Markdown) of embedded codec ``name``, or None."""
-    file = EMBEDDED_CODECS.get(str(name))
+    file = EMBEDDED_CODECS.get(str(name)) or EMBEDDED_TTS.get(str(name))
     card = ASSETS_DIR / Path(file).with_suffix(".md").name if file else None
     return card.read_text() if card is not None and card.is_file() else None

@@ -69,8 +69,11 @@ class TTS:
     @classmethod
     def load(cls, path: Union[str, Path], codec: Union[str, Path, Codec, None] = None,
              device: Union[str, torch.device] = "cpu") -> "TTS":
-        """Load a TTS model (folder or file) and its codec: ``codec``, else the one recorded in the model
-        (``codec.source``), else the embedded default codec."""
+        """Load a TTS model (folder or file, or the name of an embedded one) and its codec: ``codec``, else
+        the one recorded in the model (``codec.source``), else the embedded default codec."""
+        from ..codecs.embedded import embedded_tts_path
+        if not Path(path).exists() and embedded_tts_path(path) is not None:
+            path = embedded_tts_path(path)
         model = load_tts(path, device)
         spec = codec if codec is not None else (model.codec_info.get("source") or DEFAULT_CODEC)
         return cls(model, spec if isinstance(spec, Codec) else load_codec(spec, device=device))
