@@ -108,3 +108,15 @@ def test_voice_variants_of_en_gb_sound_different(tmp_path):
         render_speech(voice, "Hello there, this is a test.", tmp_path / f"{variant}.wav", _random.Random(0))
         waves.append(_sf.read(str(tmp_path / f"{variant}.wav"))[0])
     assert len(waves[0]) != len(waves[1]) or abs(waves[0] - waves[1]).max() > 1e-3
+
+
+def test_manifests_of_a_corpus_built_in_a_relative_folder_point_at_its_files(tmp_path, monkeypatch):
+    """Paths in a manifest are relative to the manifest's folder, whatever the current directory was."""
+    from audiocodec.data.manifest import read_manifest
+    from audiocodec.data.synth import build_corpus
+    monkeypatch.chdir(tmp_path)
+    build_corpus("rel/corpus", scale="toy", seed=0, workers=1)
+    records = read_manifest(tmp_path / "rel" / "corpus" / "train.jsonl")
+    assert records and all(Path(r["path"]).is_file() for r in records)
+    raw = (tmp_path / "rel" / "corpus" / "train.jsonl").read_text()
+    assert '"path": "wavs/' in raw

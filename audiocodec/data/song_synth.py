@@ -841,13 +841,13 @@ def _song_records(plan: SongPlan, song_dir: Path, frames: int) -> dict:
               "key": plan.key}
     gain = float(10 ** (plan.vocal_gain_db / 20))
     sec = plan.beat_seconds
-    mixture = {**common, "path": str(song_dir / "mixture.wav"), "vocal_gain": round(gain, 6),
+    mixture = {**common, "path": str((song_dir / "mixture.wav").resolve()), "vocal_gain": round(gain, 6),
                "gender": plan.singer.gender, "voice": plan.singer.name, "instruments": plan.instruments}
-    vocal = {**common, "path": str(song_dir / "vocal.wav"), "gender": plan.singer.gender,
+    vocal = {**common, "path": str((song_dir / "vocal.wav").resolve()), "gender": plan.singer.gender,
              "voice": plan.singer.name,
              "notes": [{"word": nt.word, "start": round(nt.beat * sec, 4),
                         "duration": round(_sung_seconds(nt, sec), 4), "midi": nt.midi} for nt in plan.notes]}
-    accompaniment = {**common, "path": str(song_dir / "accompaniment.wav"), "instruments": plan.instruments,
+    accompaniment = {**common, "path": str((song_dir / "accompaniment.wav").resolve()), "instruments": plan.instruments,
                      "midi": f"songs/{plan.id}/song.mid"}
     return {"mixture": mixture, "vocal": vocal, "accompaniment": accompaniment}
 

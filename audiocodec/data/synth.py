@@ -528,7 +528,7 @@ def plan_corpus(scale: str = "default", seed: int = 0, accents: Optional[Sequenc
 def _render(job: _Job, out_dir: Path, soundfont: Optional[str]) -> dict:
     wav_path = out_dir / "wavs" / f"{job.id}.wav"
     rng = random.Random(job.seed)
-    rec = {"id": job.id, "path": str(wav_path), "speaker": job.speaker, "kind": job.kind}
+    rec = {"id": job.id, "path": str(wav_path.resolve()), "speaker": job.speaker, "kind": job.kind}
     if job.kind == "speech":
         rec.update(text=job.text, language="en", voice=job.voice.name, pitch=job.voice.pitch,
                    speed=job.voice.speed)
