@@ -33,14 +33,12 @@ import functools
 import json
 import logging
 import math
-import os
 import random
 import re
 import shutil
 import subprocess
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -54,7 +52,7 @@ from ..audio import PathLike, resample, save_audio
 from ..errors import AudioCodecError, ConfigError
 from .manifest import manifest_stats, read_manifest, write_manifest
 from .synth import (APT_PACKAGES, SAMPLE_RATE, MidiFile, ToolMissing, find_soundfont,
-                    held_out_split, missing_tools, resolve_voices, tool_versions)
+                    held_out_split, missing_tools, render_all, resolve_voices, tool_versions)
 
 log = logging.getLogger("audiocodec.data.song_synth")
 
@@ -944,14 +942,7 @@ def build_song_corpus(out_dir: PathLike, scale: str = "default", seed: int = 0, 
     info_path.write_text(json.dumps({"settings": settings, "complete": False}, indent=1))
     plans, lines, line_split = plan_song_corpus(scale, seed)
     soundfont = find_soundfont()
-    workers = workers or max(1, min(8, os.cpu_count() or 1))
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers) as ex:
-            records = list(ex.map(lambda p: _render_job(p, out_dir, soundfont), plans))
-    finally:
-        torch.set_num_threads(torch_threads)
+    records = render_all(lambda p: _render_job(p, out_dir, soundfont), plans, workers)
     stats = {"settings": settings, "complete": True, "seconds": None, "splits": {}}
     for split in ("train", "valid", "test"):
         recs = [r for r, p in zip(records, plans) if p.split == split]

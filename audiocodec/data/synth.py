@@ -492,6 +492,19 @@ def held_out_split(n: int, rng: random.Random, held: int) -> dict:
     return {"test": order[:held], "valid": order[held:2 * held], "train": order[2 * held:]}
 
 
+def render_all(render, items: Sequence, workers: Optional[int] = None) -> list:
+    """``[render(item) for item in items]`` on ``workers`` threads (default: CPU count, at most 8), with
+    torch kept to one thread meanwhile (the renderers are external programs and numpy)."""
+    workers = workers or max(1, min(8, os.cpu_count() or 1))
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as ex:
+            return list(ex.map(render, items))
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
 def plan_corpus(scale: str = "default", seed: int = 0, accents: Optional[Sequence[str]] = None,
                 variants: Optional[Sequence[str]] = None) -> tuple[list[_Job], list[str], dict]:
     """Every clip to render (deterministic given the arguments), the sentences, and their split."""
@@ -584,14 +597,7 @@ def build_corpus(out_dir: PathLike, scale: str = "default", seed: int = 0, worke
     info_path.write_text(json.dumps({"settings": settings, "complete": False}, indent=1))
     jobs, sentences, sent_split = plan_corpus(scale, seed)
     soundfont = find_soundfont()
-    workers = workers or max(1, min(8, os.cpu_count() or 1))
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers) as ex:
-            records = list(ex.map(lambda j: _render(j, out_dir, soundfont), jobs))
-    finally:
-        torch.set_num_threads(torch_threads)
+    records = render_all(lambda j: _render(j, out_dir, soundfont), jobs, workers)
     by_split = {s: [r for r, j in zip(records, jobs) if j.split == s] for s in ("train", "valid", "test")}
     stats = {"settings": settings, "complete": True, "seconds": None, "splits": {}}
     for split, recs in by_split.items():
