@@ -202,6 +202,39 @@ def test_init_from_official_wavtokenizer_checkpoint(tmp_path):
         Trainer(config, tmp_path / "run2", overrides=["trainer.resume=never"])
 
 
+def test_freeze_encoder_and_quantizer_keeps_the_tokens(tmp_path):
+    """Decoder-only fine-tuning (trainer.freeze): encoder and codebook stay bit-identical (no gradient, and
+    the EMA codebook does not move because the quantizer stays in eval mode), so a model trained on the
+    codec's tokens still fits; the decoder does change. Unknown names are refused with the choices."""
+    train = write_clips(tmp_path / "data", [0.5, 0.7])
+    config = wavtokenizer_config(train, max_steps=3)
+    Trainer(config, tmp_path / "base").fit()
+    base = tmp_path / "base" / "codec"
+    tuned = Trainer(config, tmp_path / "tuned", overrides=[f"trainer.init_from={base}",
+                                                           "trainer.freeze=[codec.encoder, codec.quantizer]"])
+    codec = tuned.task.codec
+    optimized = {id(p) for group in tuned.optimizers["gen"].param_groups for p in group["params"]}
+    assert {n.split(".")[0] for n, p in codec.named_parameters() if id(p) in optimized} == {"decoder"}
+    before = {k: v.clone() for k, v in codec.state_dict().items()}
+    tuned.fit()
+    after = codec.state_dict()
+    for k in before:
+        if k.startswith(("encoder", "quantizer")):
+            assert torch.equal(before[k], after[k]), k
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder"))
+    assert tuned.task.codec.quantizer.training is False and tuned.task.codec.decoder.training is True
+    # the tokens of the fine-tuned codec are those of the base codec
+    from audiocodec import load_codec
+    audio = synth_audio(0.6, seed=3)
+    with torch.no_grad():
+        a = load_codec(base).encode(audio, SR)
+        b = load_codec(tmp_path / "tuned" / "codec").encode(audio, SR)
+    assert torch.equal(a.tokens, b.tokens) and a.fingerprint == b.fingerprint
+    for bad, hint in (("codec.encodr", "submodules: codec.encoder"), ("gen.encoder", "modules: codec, disc")):
+        with pytest.raises(ConfigError, match=hint):
+            Trainer(config, tmp_path / "bad", overrides=[f"trainer.freeze=[{bad}]"])
+
+
 def test_recipes_are_valid_configs():
     import inspect
 

@@ -451,6 +451,9 @@ SCALES = {
                      sentences=300),
     "large": Scale(speakers=(90, 10, 10), utts_per_speaker=30, families=(9, 2, 2), pieces_per_family=60,
                    sentences=1200),
+    # for text-to-speech: the voices of "large", each reading 100 of 4,000 sentences; little music
+    "tts": Scale(speakers=(90, 10, 10), utts_per_speaker=100, families=(9, 2, 2), pieces_per_family=1,
+                 sentences=4000),
 }
 
 

@@ -55,6 +55,8 @@ from .distillation import DistillationLoss, d_axis_loss, t_axis_loss
 from .spectral import MelLoss, MultiScaleSTFTLoss, SpectralLoss, Spectrogram, waveform_l1
 
 _OUTPUT_TERMS = ("mel", "stft", "l1")
+#: terms a quantizer returns only in training mode: absent when it is frozen (``trainer.freeze``)
+_QUANTIZER_TERMS = ("commitment", "codebook")
 _GROUP_PREFIXES = ("adversarial", "feature", "discriminator")
 
 
@@ -208,7 +210,7 @@ class CodecLoss(nn.Module):
         if discriminator is not None:
             audio_terms.update(self._adversarial_terms(real, fake, _unwrap(discriminator)))
         other = dict(model_losses or {})
-        known = set(audio_terms) | set(other) | set(_OUTPUT_TERMS) | {"adversarial", "feature"}
+        known = set(audio_terms) | set(other) | set(_OUTPUT_TERMS) | set(_QUANTIZER_TERMS) | {"adversarial", "feature"}
         unmatched = [k for k in self.weights if k not in known and k.split("/", 1)[0] not in _GROUP_PREFIXES]
         if unmatched:
             raise ConfigError(f"loss.weights.{unmatched[0]} matches no loss term; terms here: "

@@ -111,6 +111,7 @@ TRAINER_DEFAULTS: dict = {
     "keep_every": None,        # also keep every checkpoint at a multiple of this step
     "resume": "auto",          # auto: newest valid checkpoint of the run, if any | never | a checkpoint path
     "init_from": None,         # weights to start from (task.init_from), when not resuming
+    "freeze": [],              # "<module>.<submodule or parameter>" names kept fixed: no gradient, eval mode
     "ema": None,               # e.g. {decay: 0.999, modules: [gen], start_step: 0, every: 1}
     "device": "auto",          # auto | cpu | cuda
     "threads": None,           # torch CPU threads (set 1 for bit-exact runs across processes)
@@ -468,6 +469,7 @@ class Trainer:
             log.info(f"initialising weights from {t['init_from']}")
             self.task.init_from(str(t["init_from"]))
         dist_utils.broadcast_tensors([x.data for m in modules.values() for x in (*m.parameters(), *m.buffers())])
+        self._frozen = self._freeze(t["freeze"])
 
         # optimizers and schedules
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -726,6 +728,7 @@ class Trainer:
         try:
             for m in self.task.modules.values():
                 m.train()
+            self._frozen_to_eval()
             stream = self._stream()
             while self.step < end:
                 if not self._train_step(stream):
@@ -758,6 +761,46 @@ class Trainer:
             bar.close()
             self._teardown()
         return last
+
+    def _freeze(self, names) -> list[nn.Module]:
+        """Apply ``trainer.freeze``: each name is ``"<module>"``, ``"<module>.<submodule>"`` or
+        ``"<module>.<parameter>"`` (e.g. ``codec.encoder``, ``codec.quantizer``). Its parameters get no
+        gradient (so no optimizer holds them); a frozen (sub)module also stays in eval mode while training,
+        so its dropout, batch-norm statistics and EMA codebooks do not change either. Returns the frozen
+        submodules (for :meth:`_frozen_to_eval`)."""
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, (list, tuple)):
+            raise ConfigError(f"trainer.freeze must be a list of module or parameter names, got {names!r}")
+        frozen: list[nn.Module] = []
+        for name in names:
+            top, _, rest = str(name).partition(".")
+            if top not in self.task.modules:
+                raise ConfigError(f"trainer.freeze: {name!r} names no module of this task "
+                                  f"(modules: {', '.join(sorted(self.task.modules))})")
+            root = self.task.modules[top]
+            try:
+                target = root.get_submodule(rest) if rest else root
+            except AttributeError:
+                target = None
+            if isinstance(target, nn.Module):
+                target.requires_grad_(False)
+                frozen.append(target)
+                continue
+            try:
+                root.get_parameter(rest).requires_grad_(False)
+            except AttributeError:
+                children = ", ".join(f"{top}.{n}" for n, _ in root.named_children())
+                raise ConfigError(f"trainer.freeze: {name!r} is neither a submodule nor a parameter of {top!r} "
+                                  f"(its submodules: {children})") from None
+        if names:
+            n_frozen = sum(p.numel() for m in self.task.modules.values() for p in m.parameters() if not p.requires_grad)
+            log.info(f"trainer.freeze: {n_frozen:,} parameters frozen ({', '.join(map(str, names))})")
+        return frozen
+
+    def _frozen_to_eval(self) -> None:
+        for m in self._frozen:
+            m.eval()
 
     @staticmethod
     def _time_is_up(start: float, minutes: float) -> bool:
@@ -817,6 +860,7 @@ class Trainer:
         finally:
             for n, m in self.task.modules.items():
                 m.train(modes[n])
+            self._frozen_to_eval()
 
     def validate(self) -> dict:
         """Run the validation set (sharded over ranks); returns and logs ``val/<key>`` means."""

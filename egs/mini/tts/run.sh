@@ -15,7 +15,7 @@
 # Options:
 #   --stage N --stop_stage M   stages to run (default 0 .. 3)
 #   --config NAME|FILE         a recipe of recipes/tts (without .yaml) or a YAML file (default mini)
-#   --scale toy|default|large  mini corpus size (default: large)
+#   --scale toy|default|large|tts  mini corpus size (default: tts: 9,000 training sentences of 90 voices)
 #   --codec M                  codec of the tokens (default: the embedded wavtokenizer-75-small-mini)
 #   --data DIR --tokens DIR --exp DIR   corpus, token and run folders
 #   --set KEY=VALUE            training config override, repeatable
@@ -28,7 +28,7 @@ set -euo pipefail
 stage=0
 stop_stage=3
 config=mini
-scale=large
+scale=tts
 codec=wavtokenizer-75-small-mini
 data=
 tokens=
