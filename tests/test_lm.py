@@ -181,6 +181,24 @@ def test_batched_greedy_generation_equals_generating_each_prompt_alone(variant):
         assert torch.equal(batched.tokens[b], alone.tokens[0]), f"row {b}"
 
 
+@pytest.mark.parametrize("variant", ["plain", "gqa_cross_streams"])
+def test_static_shape_generation_equals_dynamic(variant):
+    """The static cache (device-side slot, attention over every slot: what CUDA graphs replay) decodes
+    the same tokens; cuda_graph=True is ignored off CUDA; DecodeStep refuses setups it cannot capture."""
+    from audiocodec.lm import DecodeStep
+    model = tiny_lm(**MODEL_VARIANTS[variant])
+    prompts, lengths = prompts_and_lengths(model.num_codebooks)
+    cond = memory_for(model, 3)
+    dynamic = generate(model, prompts, 12, prompt_lengths=lengths, **cond)
+    for kwargs in (dict(static_shapes=True), dict(cuda_graph=True)):
+        out = generate(model, prompts, 12, prompt_lengths=lengths, **cond, **kwargs)
+        assert torch.equal(out.tokens, dynamic.tokens), kwargs
+    with pytest.raises(ValueError, match="static_shapes"):
+        DecodeStep(model, model.new_cache(1, 4), cuda_graph=True)
+    with pytest.raises(ValueError, match="CUDA device"):
+        DecodeStep(model, model.new_cache(1, 4, static_shapes=True), cuda_graph=True)
+
+
 def test_rows_end_at_eos_and_pad_afterwards_without_changing_the_others():
     model = tiny_lm()
     prompts, lengths = prompts_and_lengths()

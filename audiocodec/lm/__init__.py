@@ -1,6 +1,6 @@
 """Autoregressive token LMs over codec tokens: the transformer, its KV cache, samplers, codebook
 patterns and the generation loop shared by text-to-speech and text-to-song."""
-from .generate import ForceFn, Generation, SampleFn, StepState, generate, greedy_sample_fn, left_padding_mask
+from .generate import DecodeStep, ForceFn, Generation, SampleFn, StepState, generate, greedy_sample_fn, left_padding_mask
 from .kv_cache import CacheOverflowError, KVCache, LayerKVCache
 from .patterns import CodebookPattern, build_pattern_provider, codebook_cross_entropy
 from .sampling import (TokenSampler, apply_temperature, classifier_free_guidance, force_eos, greedy,
@@ -15,5 +15,5 @@ __all__ = ["TransformerLM", "TransformerBlock", "SelfAttention", "CrossAttention
            "TokenSampler", "greedy", "sample", "apply_temperature", "top_k_filter", "top_p_filter",
            "repetition_penalty", "repetition_aware_sample", "suppress_eos", "force_eos",
            "classifier_free_guidance",
-           "generate", "Generation", "StepState", "SampleFn", "ForceFn", "greedy_sample_fn",
+           "generate", "DecodeStep", "Generation", "StepState", "SampleFn", "ForceFn", "greedy_sample_fn",
            "left_padding_mask", "CodebookPattern", "build_pattern_provider", "codebook_cross_entropy"]

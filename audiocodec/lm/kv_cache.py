@@ -11,6 +11,10 @@ lives beside the buffers:
 - ``next_position [B]``: the rotary position the next real token of each row gets, so a row with a
   short, left-padded prompt continues at its own position, not at the slot index.
 
+With ``static_shapes`` the next free slot is also kept on the device (``slot``) and every update is an
+in-place device operation, so a decoding step can be captured once in a CUDA graph and replayed
+(:class:`~audiocodec.lm.generate.DecodeStep`).
+
 Cross-attention keys and values of the condition memory are computed once, on the first call, and
 kept in :attr:`KVCache.memory` (one ``(keys, values)`` pair ``[B, H_kv, M, Dh]`` per layer).
 """
@@ -83,6 +87,7 @@ class KVCache:
         self.key_valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)
         self.next_position = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.length = 0
+        self.slot = torch.zeros((), dtype=torch.long, device=device)  # == length, on the device (static_shapes)
         self.memory: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None
         self.memory_mask: Optional[torch.Tensor] = None
 
@@ -114,10 +119,15 @@ class KVCache:
             raise CacheOverflowError(
                 f"KV cache full: {self.length} slots used + {num_tokens} new > max_len={self.max_len}; "
                 f"allocate the cache with a larger max_len (prompt length + max new tokens)")
-        slots = torch.arange(self.length, self.length + num_tokens, device=self.key_valid.device)
         counts = valid.long().cumsum(-1)
         positions = torch.where(valid, self.next_position[:, None] + counts - 1, -1)
-        self.key_valid[:, self.length:self.length + num_tokens] = valid
+        if self.static_shapes:   # device-side slot: no Python number reaches the kernels (CUDA graphs)
+            slots = self.slot + torch.arange(num_tokens, device=self.key_valid.device)
+            self.key_valid.index_copy_(1, slots, valid)
+            self.slot += num_tokens
+        else:
+            slots = torch.arange(self.length, self.length + num_tokens, device=self.key_valid.device)
+            self.key_valid[:, self.length:self.length + num_tokens] = valid
         self.next_position += counts[:, -1]
         self.length += num_tokens
         return slots, positions
@@ -156,5 +166,6 @@ class KVCache:
             layer.reset()
         self.key_valid.zero_()
         self.next_position.zero_()
+        self.slot.zero_()
         self.length = 0
         self.memory = self.memory_mask = None

@@ -21,7 +21,7 @@ import torch
 
 from ..codecs import DEFAULT_CODEC, Codec, load_codec
 from ..errors import ConfigError
-from ..lm import generate
+from ..lm import DecodeStep, generate
 from ..lm.generate import StepState
 from ..lm.sampling import TokenSampler
 from .frontend import TextFrontend
@@ -55,9 +55,13 @@ class SynthesisOptions:
 
 
 class TTS:
-    """A TTS model with its codec, on one device."""
+    """A TTS model with its codec, on one device.
 
-    def __init__(self, model: TTSModel, codec: Codec):
+    ``cuda_graphs``: replay each decoding step from a CUDA graph (:class:`~audiocodec.lm.DecodeStep`);
+    default: on when the model is on a CUDA device. Tokens are the same either way.
+    """
+
+    def __init__(self, model: TTSModel, codec: Codec, cuda_graphs: Optional[bool] = None):
         info = model.codec_info
         if info.get("fingerprint") and info["fingerprint"] != codec.fingerprint():
             raise ConfigError(f"the TTS model was trained on tokens of codec {info.get('model_id')} "
@@ -65,6 +69,12 @@ class TTS:
         self.model, self.codec = model.eval(), codec
         self.vocab: TTSVocab = model.vocab
         self.frontend = TextFrontend.from_dict(model.text_config)
+        self.cuda_graphs = cuda_graphs
+
+    @property
+    def _graphs(self) -> bool:
+        on_cuda = self.device.type == "cuda"
+        return on_cuda if self.cuda_graphs is None else bool(self.cuda_graphs) and on_cuda
 
     @classmethod
     def load(cls, path: Union[str, Path], codec: Union[str, Path, Codec, None] = None,
@@ -155,7 +165,7 @@ class TTS:
         leads = lead_in(self.vocab, prefix).to(self.device)[None].expand(len(prompts), k, k)
         out = generate(self.model.lm, batch, max_new, prompt_lengths=lengths.to(self.device),
                        sample_fn=self._sampler(opts, text_lengths), force_fn=self._force_fn(leads),
-                       eos_id=EOS, pad_id=PAD)
+                       eos_id=EOS, pad_id=PAD, cuda_graph=self._graphs)
         cap = (text_lengths.float() * opts.max_ratio).long()
         return [undelay(self.vocab, out.tokens[i, :, : int(out.lengths[i])].cpu())[:, : int(cap[i])]
                 for i in range(len(sentences))]
@@ -232,8 +242,9 @@ class TTS:
         max_new = int(text_len[0] * opts.max_ratio) + k
         lm = self.model.lm
         prompt = prompts[0].to(self.device)[None]
-        cache = lm.new_cache(1, prompt.shape[-1] + max_new)
+        cache = lm.new_cache(1, prompt.shape[-1] + max_new, static_shapes=self._graphs)
         logits = lm(prompt, cache=cache)[:, :, -1]
+        step_fn = DecodeStep(lm, cache, cuda_graph=self._graphs)
         sample_fn = self._sampler(opts, text_len)
         force_fn = self._force_fn(lead_in(self.vocab, prefix).to(self.device)[None])
         generated = torch.empty(1, k, 0, dtype=torch.long, device=self.device)
@@ -247,5 +258,5 @@ class TTS:
             generated = torch.cat([generated, token[:, :, None]], dim=-1)
             if (step + 1) % opts.chunk_frames == 0:
                 yield undelay(self.vocab, generated[0].cpu())[:, :cap]
-            logits = lm(token[:, :, None], cache=cache)[:, :, -1]
+            logits = step_fn(token[:, :, None])
         yield undelay(self.vocab, generated[0].cpu())[:, :cap]
