@@ -283,6 +283,62 @@ def test_max_minutes_stops_with_a_checkpoint(tmp_path):
     assert [ckpt.checkpoint_step(p) for p in list_checkpoints(tmp_path / "checkpoints")] == [10]
 
 
+def test_time_schedule_follows_training_time_and_survives_resume(tmp_path):
+    """schedule_by=time: the cosine runs over max_minutes of training time (a fake clock: one second per
+    step), rates are set every 10 steps, the run ends when the time is spent, and a run stopped at step 20
+    and resumed follows the same rates and ends with the same weights."""
+    c = cfg(PLAIN, max_steps=1000, max_minutes=0.5, schedule_by="time", log_every=1)
+    c["optim"]["main"]["scheduler"] = {"type": "cosine", "warmup_steps": 0}
+
+    def run(folder, until=None):
+        trainer = Trainer(c, folder)
+        trainer._clock = lambda: float(trainer.step)
+        trainer.fit(until_step=until)
+        return trainer
+
+    whole = run(tmp_path / "whole")
+    lrs = {h["step"]: h["lr/main"] for h in whole.history if "lr/main" in h}
+    assert whole.step == 40 and max(lrs) == 40                      # 40 s > 30 s at the check of step 40
+    assert lrs[5] == pytest.approx(0.02)                              # position 0
+    assert lrs[15] == pytest.approx(0.02 * 0.75, rel=1e-3)            # set at step 10: a third of the time
+    assert lrs[25] == pytest.approx(0.02 * 0.25, rel=1e-2)            # two thirds
+    assert lrs[35] == pytest.approx(0.0, abs=1e-12)                   # all of it
+    run(tmp_path / "split", until=20)
+    resumed = run(tmp_path / "split")
+    assert resumed.step == 40 and resumed.train_seconds == pytest.approx(40.0)
+    assert_identical(weights(tmp_path / "whole", 40), weights(tmp_path / "split", 40))
+    with pytest.raises(ConfigError, match="needs trainer.max_minutes"):
+        Trainer(cfg(PLAIN, schedule_by="time"), tmp_path / "bad")
+
+
+def test_best_metric_is_tracked_exported_and_resumed(tmp_path, monkeypatch):
+    """trainer.best_metric: best.json follows the lowest val/loss of the run (also across a resume), the task's
+    export is called for each improvement, and a metric the task does not log is refused by name."""
+    import json
+    from audiocodec.train.toy import ToyRegression
+    exported = []
+    monkeypatch.setattr(ToyRegression, "export", lambda self, path=None: exported.append(path) or None,
+                        raising=False)
+    c = cfg(BASE, max_steps=12, val_every=2, best_metric="val/loss")
+    whole = Trainer(c, tmp_path / "whole")
+    whole.fit()
+    losses = {h["step"]: h["val/loss"] for h in whole.history if "val/loss" in h}
+    step = min(losses, key=losses.get)
+    best = json.loads((tmp_path / "whole" / "best" / "best.json").read_text())
+    assert (best["step"], best["value"]) == (step, pytest.approx(losses[step])) and best["metric"] == "val/loss"
+    improvements = [s for s in sorted(losses) if losses[s] == min(v for t, v in losses.items() if t <= s)]
+    assert len(exported) == len(improvements) and all(str(p).endswith("best") for p in exported)
+    Trainer(c, tmp_path / "split").fit(until_step=6)
+    resumed = Trainer(c, tmp_path / "split")
+    assert resumed.best is not None and resumed.best["step"] <= 6
+    resumed.fit()
+    assert json.loads((tmp_path / "split" / "best" / "best.json").read_text())["step"] == step
+    with pytest.raises(ConfigError, match="val/accuracy.*not a validation scalar"):
+        Trainer(cfg(BASE, max_steps=2, val_every=2, best_metric="val/accuracy"), tmp_path / "bad").fit()
+    with pytest.raises(ConfigError, match="best_mode"):
+        Trainer(cfg(BASE, best_mode="lowest"), tmp_path / "bad2")
+
+
 def test_epoch_stream_runs_through_epochs_and_resumes_mid_epoch():
     from audiocodec.train.data import EpochStream, ResumableBatchSampler
     base = ResumableBatchSampler(10, 4, shuffle=True, seed=3, drop_last=True)   # 2 batches per epoch

@@ -105,6 +105,11 @@ class Task:
             except RuntimeError as e:
                 raise CheckpointError(f"{file}: weights of {name!r} do not fit: {e}") from e
 
+    def export(self, path=None):
+        """Write the trained model in its own format to ``path`` (a folder) and return the file, or None
+        when the task has none (used by ``trainer.best_metric``). Rank 0 only."""
+        return None
+
     def state_dict(self) -> dict:
         """Extra state to checkpoint (plain tensors / numbers / strings / lists / dicts only)."""
         return {}

@@ -94,6 +94,11 @@ TRAINER_DEFAULTS: dict = {
     "max_steps": 100000,       # optimizer steps (each of grad_accum micro-batches)
     "max_epochs": None,        # stop earlier after this many passes over the data
     "max_minutes": None,       # stop earlier after this much wall time (checkpointed; resume continues)
+    "best_metric": None,       # e.g. val/loss: at each validation that improves it, export the model to
+                               # <run_dir>/best (with best.json: metric, value, step)
+    "best_mode": "min",        # min | max: which direction of best_metric is better
+    "schedule_by": "steps",    # steps | time: LR schedules run over max_minutes of training (all resumes
+                               # together) instead of max_steps; for time-boxed jobs (not bit-reproducible)
     "seed": 0,
     "precision": "fp32",       # fp32 | bf16 (autocast; weights and optimizer states stay fp32)
     "grad_accum": 1,           # micro-batches per optimizer step
@@ -192,6 +197,14 @@ def _check_trainer(t: dict) -> None:
         if not isinstance(ema, Mapping):
             raise ConfigError(f"trainer.ema must be null, a decay or a mapping, got {t['ema']!r}")
         t["ema"] = merge(EMA_DEFAULTS, ema, "trainer.ema")
+    if t["best_mode"] not in ("min", "max"):
+        raise ConfigError(f"trainer.best_mode must be min or max, got {t['best_mode']!r}")
+    if t["best_metric"] is not None and not str(t["best_metric"]).startswith("val/"):
+        raise ConfigError(f"trainer.best_metric must be a validation scalar (val/<key>), got {t['best_metric']!r}")
+    if t["schedule_by"] not in ("steps", "time"):
+        raise ConfigError(f"trainer.schedule_by must be steps or time, got {t['schedule_by']!r}")
+    if t["schedule_by"] == "time" and not t["max_minutes"]:
+        raise ConfigError("trainer.schedule_by=time needs trainer.max_minutes (the length of the schedule)")
     if not (t["resume"] in ("auto", "never", None) or isinstance(t["resume"], str)):
         raise ConfigError(f"trainer.resume must be auto, never or a checkpoint path, got {t['resume']!r}")
 
@@ -452,6 +465,9 @@ class Trainer:
         self._skipped_on_device: dict[str, torch.Tensor] = {}  # the same, not yet read back (fused optimizers)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self._saved_step = -1  # the step of the newest checkpoint on disk (of this run)
+        self._train_seconds = 0.0  # wall time spent in fit() by this run, over all resumes (rank 0's clock)
+        self._fit_start: Optional[float] = None
+        self.best: Optional[dict] = None  # {"metric", "value", "step"} of the best validation (trainer.best_metric)
 
         # modules: identical initial weights on every rank
         seed_everything(t["seed"])
@@ -586,6 +602,8 @@ class Trainer:
                 self.ema.reset(self.task.modules)
         self.task.load_state_dict(state.get("task", {}))
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self._train_seconds = float(state.get("train_seconds", 0.0))
+        self.best = state.get("best")
         self._saved_step = self.step
         d, bs = self.dist, self.tcfg["batch_size"]
         if state["world_size"] == d.world_size and state["batch_size"] == bs:
@@ -669,7 +687,8 @@ class Trainer:
                 if self.clip[name] is not None and grads:
                     torch.nn.utils.clip_grads_with_norm_(grads, float(self.clip[name]), norm)
                 opt.step()
-        self.schedulers[name].step()
+        if self.tcfg["schedule_by"] == "steps":
+            self.schedulers[name].step()
         opt.zero_grad(set_to_none=True)
         torch.clear_autocast_cache()  # weights changed: later forwards in this step must not reuse bf16 copies
         self.ctx._logs[f"grad_norm/{name}"] = norm.detach().float()
@@ -724,11 +743,15 @@ class Trainer:
         last: dict = {}
         finished = False
         stream = None
-        start = time.monotonic()
+        self._fit_start = start = self._clock()
+        by_time = t["schedule_by"] == "time"
         try:
             for m in self.task.modules.values():
                 m.train()
             self._frozen_to_eval()
+            if by_time and self._time_is_up(start, t["max_minutes"]):   # also sets the rates of the time spent
+                log.info(f"the run has already trained trainer.max_minutes={t['max_minutes']}")
+                end, finished = self.step, True
             stream = self._stream()
             while self.step < end:
                 if not self._train_step(stream):
@@ -742,25 +765,55 @@ class Trainer:
                     last = self._log_train()
                     bar.set_postfix({k: f"{v:.4g}" for k, v in [kv for kv in last.items() if "/" not in kv[0]][:4]})
                 if t["val_every"] and s % t["val_every"] == 0:
-                    last.update(self.validate())
+                    scores = self.validate()
+                    last.update(scores)
+                    self._keep_best(scores)
                 media_every = t["val_every"] if t["media_every"] is None else t["media_every"]
                 if media_every and s % media_every == 0:
                     self.log_media()
                 if t["ckpt_every"] and s % t["ckpt_every"] == 0:
                     self.save_checkpoint()
                 if t["max_minutes"] and s % 10 == 0 and self._time_is_up(start, t["max_minutes"]):
-                    log.info(f"reached trainer.max_minutes={t['max_minutes']} at step {s}")
+                    log.info(f"reached trainer.max_minutes={t['max_minutes']} at step {s}"
+                             + (" (training time of the run)" if by_time else ""))
+                    finished = by_time   # the time schedule is complete: the run's end
                     break
             if self._saved_step != self.step and self.step > 0:
                 self.save_checkpoint()
             if finished or self.step >= t["max_steps"]:
                 self.task.on_train_end(self.ctx)
         finally:
+            if self._fit_start is not None:
+                self._train_seconds += self._clock() - self._fit_start
+                self._fit_start = None
             if stream is not None:
                 stream.close()  # stops DataLoader workers
             bar.close()
             self._teardown()
         return last
+
+    def _keep_best(self, scores: Mapping[str, float]) -> None:
+        """``trainer.best_metric``: when this validation improves it, export the model to ``<run_dir>/best``
+        (rank 0, the task's own format) and record the value; every rank sees the same all-reduced scores."""
+        metric, mode = self.tcfg["best_metric"], self.tcfg["best_mode"]
+        if not metric or not scores:
+            return
+        if metric not in scores:
+            raise ConfigError(f"trainer.best_metric {metric!r} is not a validation scalar of this task "
+                              f"(it has {', '.join(sorted(scores))})")
+        value = float(scores[metric])
+        if value != value:   # NaN
+            return
+        if self.best is not None and not (value < self.best["value"] if mode == "min" else value > self.best["value"]):
+            return
+        self.best = {"metric": metric, "value": value, "step": self.step}
+        if self.dist.is_main:
+            import json
+            folder = self.run_dir / "best"
+            path = self.task.export(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "best.json").write_text(json.dumps({**self.best, "model": str(path) if path else None}, indent=1))
+            log.info(f"best {metric} {value:.4g} at step {self.step}" + (f": exported to {path}" if path else ""))
 
     def _freeze(self, names) -> list[nn.Module]:
         """Apply ``trainer.freeze``: each name is ``"<module>"``, ``"<module>.<submodule>"`` or
@@ -802,15 +855,36 @@ class Trainer:
         for m in self._frozen:
             m.eval()
 
-    @staticmethod
-    def _time_is_up(start: float, minutes: float) -> bool:
-        """Rank 0's clock decides, so that every rank stops at the same step."""
-        up = torch.tensor([float(time.monotonic() - start > 60 * minutes)])
+    _clock = staticmethod(time.monotonic)
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall time this run has spent in :meth:`fit`, over all resumes."""
+        running = self._clock() - self._fit_start if self._fit_start is not None else 0.0
+        return self._train_seconds + running
+
+    def _time_is_up(self, start: float, minutes: float) -> bool:
+        """Whether ``trainer.max_minutes`` is reached: of this ``fit`` call, or with ``schedule_by: time``
+        of the whole run, whose learning rates this also sets. Rank 0's clock decides, so that every rank
+        stops at the same step and uses the same rates."""
+        by_time = self.tcfg["schedule_by"] == "time"
+        seconds = torch.tensor([self.train_seconds if by_time else self._clock() - start], dtype=torch.float64)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             if torch.distributed.get_backend() == "nccl":
-                up = up.cuda()
-            torch.distributed.broadcast(up, 0)
-        return bool(up.item())
+                seconds = seconds.cuda()
+            torch.distributed.broadcast(seconds, 0)
+        seconds = float(seconds.item())
+        if by_time:
+            self._set_schedule_position(seconds / (60 * minutes))
+        return seconds > 60 * minutes
+
+    def _set_schedule_position(self, fraction: float) -> None:
+        """Learning rates of the point ``fraction`` (0..1) of each schedule, whose length is ``max_steps``."""
+        position = int(round(min(1.0, max(0.0, fraction)) * self.tcfg["max_steps"]))
+        for sched in self.schedulers.values():
+            sched.last_epoch = position
+            for group, base, fn in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+                group["lr"] = base * fn(position)
 
     def _make_writer(self):
         try:
@@ -908,6 +982,7 @@ class Trainer:
         t, d = self.tcfg, self.dist
         return {
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "train_seconds": self.train_seconds, "best": self.best,
             "samples_in_epoch": samples_position(self.batch_in_epoch, t["batch_size"], d.world_size),
             "batch_size": t["batch_size"], "world_size": d.world_size,
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
