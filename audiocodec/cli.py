@@ -579,7 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "transcript --voice-text) the voice is cloned from a reference clip.")
     p.add_argument("text", metavar="TEXT", help="what to say (or @FILE to read it from a file)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.wav", help="output wav file")
-    p.add_argument("--model", "-m", required=True, metavar="TTS", help="TTS model folder or file")
+    p.add_argument("--model", "-m", default=None, metavar="TTS",
+                   help="TTS model folder, file or embedded name (default: the embedded tts-mini)")
     p.add_argument("--codec", default=None, metavar="M", help="codec (default: the one the model records)")
     p.add_argument("--voice", default=None, metavar="REF.wav", help="reference clip of the voice to clone")
     p.add_argument("--voice-text", default=None, metavar="TEXT", help="transcript of --voice")
@@ -677,8 +678,12 @@ def cmd_extract_tokens(args) -> int:
 
 def cmd_tts(args) -> int:
     from .tts import TTS
+    from .codecs.embedded import DEFAULT_TTS
     device = _device(args.device)
-    tts = TTS.load(args.model, codec=args.codec, device=device)
+    model = args.model or DEFAULT_TTS
+    if model is None:
+        raise ConfigError("no TTS model: give --model (a trained TTS folder or file)")
+    tts = TTS.load(model, codec=args.codec, device=device)
     text = Path(args.text[1:]).read_text() if args.text.startswith("@") else args.text
     opts = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                 repetition_penalty=args.repetition_penalty, greedy=args.greedy, seed=args.seed)

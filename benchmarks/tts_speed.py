@@ -94,10 +94,11 @@ def main(argv=None) -> int:
         first_chunk[mode] = min(firsts) * 1000
     print(f"{'mode':>7} {'batch':>6} {'tokens/row':>11} {'seconds':>9} {'tokens/s':>10} {'x realtime':>11}")
     for r in rows:
-        print(f"{r['mode']:>7} {r['batch']:>6} {r['tokens_per_row']:>11} {r['seconds']:>9.3f} {r['tokens_per_s']:>10.0f} "
-              f"{r['realtime']:>11.1f}")
+        print(f"{r['mode']:>7} {r['batch']:>6} {r['tokens_per_row']:>11} {r['seconds']:>9.3f} "
+              f"{r['tokens_per_s']:>10.0f} {r['realtime']:>11.1f}")
     for mode, ms in first_chunk.items():
-        print(f"{mode}: first streamed chunk (25 frames = {25 / codec.frame_rate * 1000:.0f} ms of audio) after {ms:.0f} ms")
+        print(f"{mode}: first streamed chunk (25 frames = {25 / codec.frame_rate * 1000:.0f} ms of audio) "
+              f"after {ms:.0f} ms")
     params = sum(p.numel() for p in model.parameters())
     if args.json:
         Path(args.json).write_text(json.dumps({"device": str(device), "dtype": args.dtype, "parameters": params,

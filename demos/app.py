@@ -9,8 +9,9 @@ Tabs:
   ``--model-dir``; named configs with random weights only with ``--random-configs``), choose the number of
   codebooks of RVQ codecs; the page shows the original and the reconstruction side by side, both
   spectrograms, a heat map of the tokens, the bitrate, the frame rate and PESQ / STOI / mel distance.
-* **Speech**: text to speech with the model of ``--tts-model`` (optional reference voice and transcript,
-  sampling controls); the audio arrives while it is generated and the first-chunk latency is shown.
+* **Speech**: text to speech with the embedded ``tts-mini`` or the model of ``--tts-model`` (optional
+  reference voice and transcript, sampling controls); the audio arrives while it is generated and the
+  first-chunk latency is shown.
 * **Song**: lyrics to song with ``--song-model`` when the installed package has ``audiocodec.song``.
 * **About**: the loaded models' cards.
 
@@ -646,7 +647,12 @@ class Demo:
                 ("language model", ", ".join(f"{k} {lm[k]}" for k in ("dim", "num_layers", "num_heads") if k in lm)
                  or "n/a"),
                 ("text tokenizer", str(tok or "n/a")), ("device", str(tts.device))]
-        return "| TTS | |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
+        table = "| TTS | |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
+        from audiocodec.codecs.embedded import EMBEDDED_TTS, embedded_tts_path
+        mine = Path(self.tts_path).resolve()
+        embedded = [n for n in EMBEDDED_TTS if (embedded_tts_path(n) or Path("/-")).resolve() == mine]
+        card = audiocodec.model_card(embedded[0]) if embedded else None
+        return table + ("\n" + card.replace("# ", "### ", 1) if card else "")
 
     # -- song tab --------------------------------------------------------------------------------------
     def sing(self, lyrics: str, description: str = "", voice: Optional[str] = None, mode: Optional[str] = None,
@@ -888,7 +894,8 @@ def launch_kwargs(demo: Demo) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", default=None, help="add every checkpoint under DIR to the codec list")
-    p.add_argument("--tts-model", default=None, help="a TTS model folder (or file) for the Speech tab")
+    p.add_argument("--tts-model", default=None,
+                   help="a TTS model folder (or file) for the Speech tab (default: the embedded tts-mini)")
     p.add_argument("--song-model", default=None, help="a song model for the Song tab")
     p.add_argument("--random-configs", action="store_true",
                    help="also list every named codec config with RANDOM weights (for trying the page only)")

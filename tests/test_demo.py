@@ -310,12 +310,27 @@ def test_speech_bad_inputs(demo, clips, kwargs, message):
     assert message in _error_message(excinfo)
 
 
-def test_speech_without_model_says_how_to_load_one(tmp_path):
+def test_speech_without_model_says_how_to_load_one(tmp_path, monkeypatch):
+    from audiocodec.codecs import embedded
+    monkeypatch.setattr(embedded, "DEFAULT_TTS", None)   # an installation without the embedded TTS
     d = app.Demo(temp_dir=str(tmp_path))
     try:
         with pytest.raises(gr.Error, match="No TTS model loaded: start the demo with --tts-model"):
             list(d.speak("Hello."))
         assert "No TTS model loaded" in d.about_markdown()
+    finally:
+        d.close()
+
+
+def test_default_demo_speaks_with_the_embedded_tts(tmp_path):
+    """A fresh installation: no --tts-model, the Speech tab uses the embedded tts-mini, About shows its card."""
+    d = app.Demo(temp_dir=str(tmp_path), device="cpu")
+    try:
+        assert d.tts_path and d.tts_path.endswith("tts-mini.safetensors")
+        outputs = list(d.speak("Hello there.", seed=0))
+        sr, audio = [o for o in outputs[-1] if isinstance(o, tuple)][0]
+        assert sr == 24000 and 0.3 < len(audio) / sr < 10
+        assert "tts-mini — model card" in d.about_markdown()
     finally:
         d.close()
 
@@ -449,14 +464,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(tiny_tts, tmp_path):
-    """demos/app.py in a subprocess on a free port; yields (url, its temporary folder, process); stopped with SIGTERM."""
+def server(tmp_path):
+    """demos/app.py in a subprocess on a free port, as on a fresh installation (the embedded codec and TTS);
+    yields (url, its temporary folder, process); stopped with SIGTERM."""
     port = _free_port()
     log = tmp_path / "server.log"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, str(ROOT / "demos" / "app.py"), "--server-port", str(port),
-                                 "--tts-model", str(tiny_tts), "--temp-dir", str(tmp_path), "--device", "cpu"],
+                                 "--temp-dir", str(tmp_path), "--device", "cpu"],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
     try:
         deadline = time.time() + 120

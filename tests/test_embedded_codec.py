@@ -92,3 +92,17 @@ def test_an_embedded_tts_loads_by_name(tmp_path, monkeypatch):
     assert embedded.default_tts_path() == tmp_path / "tiny-tts.safetensors"
     assert TTS.load("tiny-tts").vocab.text_size == tok.vocab_size
     assert embedded.model_card("tiny-tts") == "# card"
+
+
+def test_cli_tts_without_model_speaks_with_the_embedded_tts(tmp_path):
+    """`audiocodec tts TEXT -o out.wav` on a fresh installation: the embedded tts-mini, with the embedded codec
+    its tokens come from (same codebook fingerprint)."""
+    from audiocodec.codecs.embedded import DEFAULT_TTS, model_card
+    from audiocodec.tts import TTS
+    tts = TTS.load(DEFAULT_TTS)
+    assert tts.model.codec_info["fingerprint"] == audiocodec.load_codec(DEFAULT_CODEC).fingerprint()
+    assert "tts-mini — model card" in model_card(DEFAULT_TTS)
+    out = tmp_path / "hello.wav"
+    assert cli.main(["tts", "Hello there, how are you?", "-o", str(out), "--seed", "0", "--device", "cpu"]) == 0
+    audio, sr = sf.read(str(out))
+    assert sr == 24000 and 0.5 < len(audio) / sr < 10 and np.abs(audio).max() > 0.01

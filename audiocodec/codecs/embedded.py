@@ -20,9 +20,11 @@ EMBEDDED_CODECS = {
 DEFAULT_CODEC = "wavtokenizer-75-small-mini"
 
 #: Embedded TTS models (names -> file names in :data:`ASSETS_DIR`); :meth:`audiocodec.TTS.load` accepts the
-#: names, and the demo speaks with :data:`DEFAULT_TTS` when it is installed. None ships yet.
-EMBEDDED_TTS: dict = {}
-DEFAULT_TTS = None
+#: names, and the demo and ``audiocodec tts`` speak with :data:`DEFAULT_TTS` when no model is given.
+EMBEDDED_TTS: dict = {
+    "tts-mini": "tts-mini.safetensors",
+}
+DEFAULT_TTS = "tts-mini"
 
 
 def list_embedded() -> list[str]:
