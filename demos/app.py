@@ -10,8 +10,8 @@ Tabs:
   codebooks of RVQ codecs; the page shows the original and the reconstruction side by side, both
   spectrograms, a heat map of the tokens, the bitrate, the frame rate and PESQ / STOI / mel distance.
 * **Speech**: text to speech with the embedded ``tts-mini`` or the model of ``--tts-model`` (optional
-  reference voice and transcript, sampling controls); the audio arrives while it is generated and the
-  first-chunk latency is shown.
+  reference voice, with or without its transcript, sampling controls); the audio arrives while it is
+  generated and the first-chunk latency is shown.
 * **Song**: lyrics to song with ``--song-model`` when the installed package has ``audiocodec.song``.
 * **About**: the loaded models' cards.
 
@@ -584,10 +584,7 @@ class Demo:
         voice_text = (voice_text or "").strip() or None
         tts = self.tts()
         prompt = None
-        if voice is not None:
-            if not voice_text:
-                raise _error("Voice cloning needs the reference's transcript: type what the reference voice "
-                             "says, or remove the reference clip.")
+        if voice is not None:   # with its transcript the model continues it; without, it is a speaker prompt
             wav, sr = load_clip(voice, "reference voice", max_seconds=MAX_VOICE_SECONDS)
             prompt = audio_utils.resample(wav.mean(0, keepdim=True), sr, tts.sample_rate)
         elif voice_text:
@@ -835,7 +832,8 @@ def build_app(model_dir: Optional[str] = None, tts_model: Optional[str] = None, 
                             voice = gr.Audio(sources=["upload", "microphone"], type="filepath",
                                              label=f"Reference voice (up to {MAX_VOICE_SECONDS:.0f} s)",
                                              elem_id="speech-voice")
-                            voice_text = gr.Textbox(label="What the reference voice says", elem_id="speech-voice-text")
+                            voice_text = gr.Textbox(label="What the reference voice says (optional: closer voice)",
+                                                    elem_id="speech-voice-text")
                         with gr.Accordion("Sampling", open=False):
                             temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature")
                             top_k = gr.Slider(0, 200, value=25, step=1, label="Top-k (0 = off)")
