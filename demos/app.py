@@ -645,11 +645,10 @@ class Demo:
                  or "n/a"),
                 ("text tokenizer", str(tok or "n/a")), ("device", str(tts.device))]
         table = "| TTS | |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
-        from audiocodec.codecs.embedded import EMBEDDED_TTS, embedded_tts_path
-        mine = Path(self.tts_path).resolve()
-        embedded = [n for n in EMBEDDED_TTS if (embedded_tts_path(n) or Path("/-")).resolve() == mine]
-        card = audiocodec.model_card(embedded[0]) if embedded else None
-        return table + ("\n" + card.replace("# ", "### ", 1) if card else "")
+        from audiocodec.codecs.embedded import embedded_name
+        name = embedded_name(self.tts_path)
+        card = audiocodec.model_card(name) if name else None
+        return table + ("\n" + _card_section(card) if card else "")
 
     # -- song tab --------------------------------------------------------------------------------------
     def sing(self, lyrics: str, description: str = "", voice: Optional[str] = None, mode: Optional[str] = None,
@@ -707,13 +706,17 @@ class Demo:
         for name in audiocodec.list_embedded():
             card = audiocodec.model_card(name)
             if card:
-                parts.append(card.replace("\n# ", "\n### ").replace("# ", "### ", 1)
-                             if card.startswith("# ") else card)
+                parts.append(_card_section(card))
         parts += ["## Text to speech", self.tts_info(), "## Song", self.song_info(),
                   "## Runtime", f"audiocodec {audiocodec.__version__}, torch {torch.__version__}, gradio "
                   f"{gr.__version__}, device {self.device}; temporary files in `{self.workdir}` (removed "
                   "when the app stops)."]
         return "\n\n".join(parts)
+
+
+def _card_section(card: str) -> str:
+    """A model card's Markdown with its top-level headings made level 3, to sit inside the About page."""
+    return card.replace("\n# ", "\n### ").replace("# ", "### ", 1) if card.startswith("# ") else card
 
 
 # -- examples --------------------------------------------------------------------------------------

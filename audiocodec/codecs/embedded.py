@@ -53,6 +53,15 @@ def default_tts_path() -> Optional[Path]:
     return embedded_tts_path(DEFAULT_TTS) if DEFAULT_TTS else None
 
 
+def embedded_name(path) -> Optional[str]:
+    """The name of the embedded codec or TTS model whose weights file is ``path``, or None."""
+    target = Path(path).resolve()
+    for name, file in {**EMBEDDED_CODECS, **EMBEDDED_TTS}.items():
+        if (ASSETS_DIR / file).resolve() == target:
+            return name
+    return None
+
+
 def model_card(name: str) -> Optional[str]:
     """The model card (Markdown) of embedded codec ``name``, or None."""
     file = EMBEDDED_CODECS.get(str(name)) or EMBEDDED_TTS.get(str(name))
