@@ -205,10 +205,7 @@ class SongLanguageModel(TokenLMTask):
     def _build_model(self, shards: TokenShards, meta: dict) -> SongModel:
         if self.init_path is not None:
             base = load_song(self.init_path)
-            if base.codec_info.get("fingerprint") != meta["fingerprint"]:
-                raise ConfigError(f"init_from {self.init_path} was trained on tokens of codec "
-                                  f"{base.codec_info.get('model_id')} ({base.codec_info.get('fingerprint')}); "
-                                  f"{self.train_dir} holds {meta['model_id']} ({meta['fingerprint']})")
+            self.check_init_codec(base, meta)
             if base.mode != self.mode:
                 raise ConfigError(f"init_from {self.init_path} is a {base.mode!r} model, the task trains {self.mode!r}")
             return base.train()

@@ -184,6 +184,15 @@ class TokenLMTask(ExportingTask):
     def val_dataset(self) -> Optional[Dataset]:
         return self.valid_examples
 
+    def check_init_codec(self, base, meta: dict) -> None:
+        """The model loaded from ``self.init_path`` must have been trained on tokens of the codec that made
+        the token folder ``self.train_dir`` (``meta``: its shards' codec record)."""
+        from ..errors import ConfigError
+        if base.codec_info.get("fingerprint") != meta["fingerprint"]:
+            raise ConfigError(f"init_from {self.init_path} was trained on tokens of codec "
+                              f"{base.codec_info.get('model_id')} ({base.codec_info.get('fingerprint')}); "
+                              f"{self.train_dir} holds {meta['model_id']} ({meta['fingerprint']})")
+
     def batch_sampler(self, dataset, rank: int, world_size: int, seed: int, shuffle: bool):
         from .data import BucketBatchSampler
         return BucketBatchSampler(dataset.lengths, self.max_tokens, rank, world_size, shuffle, seed,

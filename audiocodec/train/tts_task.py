@@ -120,10 +120,7 @@ class TTSLanguageModel(TokenLMTask):
         meta = shards.meta
         if self.init_path is not None:
             base = load_tts(self.init_path)
-            if base.codec_info.get("fingerprint") != meta["fingerprint"]:
-                raise ConfigError(f"init_from {self.init_path} was trained on tokens of codec "
-                                  f"{base.codec_info.get('model_id')} ({base.codec_info.get('fingerprint')}); "
-                                  f"{self.train_dir} holds {meta['model_id']} ({meta['fingerprint']})")
+            self.check_init_codec(base, meta)
             self.frontend = TextFrontend.from_dict(base.text_config)
             self.model = base.train()
         else:
