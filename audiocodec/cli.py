@@ -632,7 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "speaker) and compare with the record's audio: mel-cepstral distortion after DTW, "
                                    "duration ratio, and WER/CER with a local ASR model (--asr-model).")
     p.add_argument("manifest", metavar="MANIFEST")
-    p.add_argument("--model", "-m", required=True, metavar="TTS")
+    p.add_argument("--model", "-m", default=None, metavar="TTS",
+                   help="TTS model folder, file or embedded name (default: the embedded tts-mini)")
     p.add_argument("--codec", default=None, metavar="M")
     p.add_argument("--asr-model", default=None, metavar="DIR", help="local transformers ASR model for WER/CER")
     p.add_argument("--no-clone", action="store_true", help="do not clone voices (use the model's own voice)")
@@ -676,14 +677,18 @@ def cmd_extract_tokens(args) -> int:
     return 1 if stats["failed"] else 0
 
 
-def cmd_tts(args) -> int:
-    from .tts import TTS
+def _load_tts(args):
+    """The TTS of ``--model`` (default: the embedded one) with ``--codec`` on ``--device``."""
     from .codecs.embedded import DEFAULT_TTS
-    device = _device(args.device)
+    from .tts import TTS
     model = args.model or DEFAULT_TTS
     if model is None:
         raise ConfigError("no TTS model: give --model (a trained TTS folder or file)")
-    tts = TTS.load(model, codec=args.codec, device=device)
+    return TTS.load(model, codec=args.codec, device=_device(args.device))
+
+
+def cmd_tts(args) -> int:
+    tts = _load_tts(args)
     text = Path(args.text[1:]).read_text() if args.text.startswith("@") else args.text
     opts = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                 repetition_penalty=args.repetition_penalty, greedy=args.greedy, seed=args.seed)
@@ -735,9 +740,8 @@ def cmd_sing(args) -> int:
 
 
 def cmd_eval_tts(args) -> int:
-    from .tts import TTS
     from .tts.evaluate import evaluate_tts
-    tts = TTS.load(args.model, codec=args.codec, device=_device(args.device))
+    tts = _load_tts(args)
     result = evaluate_tts(tts, args.manifest, out_dir=args.out, clone=False if args.no_clone else None,
                           asr_model=args.asr_model, limit=args.limit, greedy=args.greedy)
     print(f"{'metric':<16}{'mean':>10}{'std':>10}{'n':>6}")
