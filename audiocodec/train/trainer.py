@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import os
 import random
@@ -743,13 +744,13 @@ class Trainer:
         last: dict = {}
         finished = False
         stream = None
-        self._fit_start = start = self._clock()
+        self._fit_start = self._clock()
         by_time = t["schedule_by"] == "time"
         try:
             for m in self.task.modules.values():
                 m.train()
             self._frozen_to_eval()
-            if by_time and self._time_is_up(start, t["max_minutes"]):   # also sets the rates of the time spent
+            if by_time and self._time_is_up(t["max_minutes"]):   # also sets the rates of the time spent
                 log.info(f"the run has already trained trainer.max_minutes={t['max_minutes']}")
                 end, finished = self.step, True
             stream = self._stream()
@@ -773,7 +774,7 @@ class Trainer:
                     self.log_media()
                 if t["ckpt_every"] and s % t["ckpt_every"] == 0:
                     self.save_checkpoint()
-                if t["max_minutes"] and s % 10 == 0 and self._time_is_up(start, t["max_minutes"]):
+                if t["max_minutes"] and s % 10 == 0 and self._time_is_up(t["max_minutes"]):
                     log.info(f"reached trainer.max_minutes={t['max_minutes']} at step {s}"
                              + (" (training time of the run)" if by_time else ""))
                     finished = by_time   # the time schedule is complete: the run's end
@@ -808,7 +809,6 @@ class Trainer:
             return
         self.best = {"metric": metric, "value": value, "step": self.step}
         if self.dist.is_main:
-            import json
             folder = self.run_dir / "best"
             path = self.task.export(folder)
             folder.mkdir(parents=True, exist_ok=True)
@@ -863,12 +863,13 @@ class Trainer:
         running = self._clock() - self._fit_start if self._fit_start is not None else 0.0
         return self._train_seconds + running
 
-    def _time_is_up(self, start: float, minutes: float) -> bool:
+    def _time_is_up(self, minutes: float) -> bool:
         """Whether ``trainer.max_minutes`` is reached: of this ``fit`` call, or with ``schedule_by: time``
         of the whole run, whose learning rates this also sets. Rank 0's clock decides, so that every rank
         stops at the same step and uses the same rates."""
         by_time = self.tcfg["schedule_by"] == "time"
-        seconds = torch.tensor([self.train_seconds if by_time else self._clock() - start], dtype=torch.float64)
+        seconds = torch.tensor([self.train_seconds if by_time else self._clock() - self._fit_start],
+                               dtype=torch.float64)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             if torch.distributed.get_backend() == "nccl":
                 seconds = seconds.cuda()
