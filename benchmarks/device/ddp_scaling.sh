@@ -6,8 +6,7 @@
 set -u
 ngpu=$1 minutes=$2 out=$3
 shift 3
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
+source "$(dirname "$0")/setup.sh"
 mkdir -p "$out"
 args=(recipes/codec/wavtokenizer_75_small.yaml --set task.data.train=${DATA:-.data/mini_gpu}/train.jsonl
       --set task.data.valid=${DATA:-.data/mini_gpu}/valid.jsonl --set 'task.valid_metrics=[]' --set trainer.max_minutes="$minutes"

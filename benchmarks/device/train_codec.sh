@@ -11,13 +11,10 @@
 set -u
 minutes=$1 run=$2 out=$3
 shift 3
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
+source "$(dirname "$0")/setup.sh"
 mkdir -p "$out"
 nvidia-smi dmon -s u -d 10 > "$out/dmon.txt" 2>&1 &
 dmon=$!
-launch=(python3 -m audiocodec.train)
-[ "${NGPU:-1}" -gt 1 ] && launch=(torchrun --standalone --nproc_per_node "$NGPU" -m audiocodec.train)
 "${launch[@]}" recipes/codec/wavtokenizer_75_small.yaml --run-dir "$run" \
   --set task.data.train=${DATA:-.data/mini_gpu}/train.jsonl --set task.data.valid=${DATA:-.data/mini_gpu}/valid.jsonl \
   --set 'task.valid_metrics=[]' --set trainer.max_minutes="$minutes" --set trainer.progress=false "$@"

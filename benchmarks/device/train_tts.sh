@@ -12,13 +12,10 @@
 set -u
 minutes=$1 run=$2 tokens=$3 out=$4
 shift 4
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
+source "$(dirname "$0")/setup.sh"
 mkdir -p "$out"
 nvidia-smi dmon -s u -d 10 > "$out/dmon.txt" 2>&1 &
 dmon=$!
-launch=(python3 -m audiocodec.train)
-[ "${NGPU:-1}" -gt 1 ] && launch=(torchrun --standalone --nproc_per_node "$NGPU" -m audiocodec.train)
 common=(recipes/tts/mini.yaml --set task.train="$tokens/train" --set task.valid="$tokens/valid" --set trainer.progress=false)
 fit=(--set trainer.max_minutes="$minutes" --set trainer.schedule_by=time)
 "${launch[@]}" "${common[@]}" --run-dir "$run" "${fit[@]}" "$@"
