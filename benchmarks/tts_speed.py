@@ -8,10 +8,20 @@ trained model with ``--model``) and the embedded default codec.
 
 Random weights would stop at random EOS tokens: EOS is forbidden until ``--tokens`` tokens, so every row
 generates exactly that many. Prints a table; ``--json`` writes it.
+
+Modes: ``eager``; ``graphs`` (rows ``graphs/S``): :class:`~audiocodec.tts.TTS` as it runs on CUDA, the
+whole decoding step -- sampling, forced cells, bookkeeping, model -- replayed from CUDA graphs, ``S`` steps per
+captured graph (``--steps-per-graph``). Times are whole ``generate_tokens`` calls: prefill and graph capture
+included. The streamed first chunk is timed once per mode (streaming decodes step by step, the model step
+replayed from a graph).
+
+    python benchmarks/tts_speed.py --device cuda --batch-sizes 1 --modes graphs --steps-per-graph 1 2 8
 """
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import json
 import sys
 import time
@@ -24,8 +34,11 @@ sys.path.insert(0, str(ROOT))
 
 import audiocodec  # noqa: E402
 from audiocodec.config import load_yaml  # noqa: E402
+from decoding_args import add_decoding_args, apply_norm  # noqa: E402
 from audiocodec.text.tokenizers import build_tokenizer  # noqa: E402
 from audiocodec.tts import TTS, SynthesisOptions, TTSModel, load_tts  # noqa: E402
+
+synthesize = importlib.import_module("audiocodec.tts.synthesize")   # the module (its generate is swapped per mode)
 
 
 def random_model(codec, text_config: dict, lm_config: dict) -> TTSModel:
@@ -50,10 +63,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     p.add_argument("--tokens", type=int, default=500, help="speech tokens generated per row")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--modes", nargs="+", default=None, choices=["eager", "graphs"],
-                   help="decoding: eager and/or CUDA-graph replay (default: both on CUDA, eager on CPU)")
-    p.add_argument("--json", default=None)
+    add_decoding_args(p)
     args = p.parse_args(argv)
+    apply_norm(args)
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     codec = audiocodec.load_codec(audiocodec.DEFAULT_CODEC, device=device)
@@ -66,8 +78,13 @@ def main(argv=None) -> int:
     modes = args.modes or (["eager", "graphs"] if device.type == "cuda" else ["eager"])
     text = "the quick brown fox jumps over the lazy dog"
     rows, first_chunk = [], {}
-    for mode in modes:
-        tts = TTS(model, codec, cuda_graphs=mode == "graphs")
+    runs = [(m, s) for m in modes for s in (args.steps_per_graph if m == "graphs" else [None])]
+    plain_generate = synthesize.generate
+    for mode, steps in runs:
+        tts = TTS(model, codec, cuda_graphs=mode != "eager")
+        synthesize.generate = plain_generate if steps is None else functools.partial(plain_generate,
+                                                                                     steps_per_graph=steps)
+        mode = mode if steps is None else f"{mode}/{steps}"
         ratio = args.tokens / len(tts.frontend.encode(text))
         opts = dict(min_ratio=ratio, max_ratio=ratio, seed=0)
         for batch in args.batch_sizes:
@@ -83,6 +100,10 @@ def main(argv=None) -> int:
             best = min(times)
             rows.append({"mode": mode, "batch": batch, "tokens_per_row": n // batch, "seconds": best,
                          "tokens_per_s": n / best, "realtime": n / best / codec.frame_rate})
+        synthesize.generate = plain_generate
+        mode = mode.split("/")[0]
+        if mode in first_chunk:
+            continue   # streaming does not depend on steps_per_graph: once per mode
         list(tts.synthesize(text, stream=True, **{**opts, "max_ratio": 2 * 25 / len(text)}))
         firsts = []
         for _ in range(args.repeats):
@@ -92,9 +113,9 @@ def main(argv=None) -> int:
             firsts.append(t["first_chunk_s"])
             chunks.close()
         first_chunk[mode] = min(firsts) * 1000
-    print(f"{'mode':>7} {'batch':>6} {'tokens/row':>11} {'seconds':>9} {'tokens/s':>10} {'x realtime':>11}")
+    print(f"{'mode':>10} {'batch':>6} {'tokens/row':>11} {'seconds':>9} {'tokens/s':>10} {'x realtime':>11}")
     for r in rows:
-        print(f"{r['mode']:>7} {r['batch']:>6} {r['tokens_per_row']:>11} {r['seconds']:>9.3f} "
+        print(f"{r['mode']:>10} {r['batch']:>6} {r['tokens_per_row']:>11} {r['seconds']:>9.3f} "
               f"{r['tokens_per_s']:>10.0f} {r['realtime']:>11.1f}")
     for mode, ms in first_chunk.items():
         print(f"{mode}: first streamed chunk (25 frames = {25 / codec.frame_rate * 1000:.0f} ms of audio) "

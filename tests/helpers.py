@@ -1,4 +1,4 @@
-"""Shared test helpers: synthetic audio and codebook seeding for parity tests."""
+"""Shared test helpers: synthetic audio, codebook seeding for parity tests, recipe runs, a tiny LM."""
 from __future__ import annotations
 
 import math
@@ -57,3 +57,13 @@ def run_recipe(script, options, overrides, timeout: float = 600):
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     return out
+
+
+def tiny_lm(seed: int = 0, vocab_size: int = 40, **kw):
+    """A 2-layer d=32 :class:`~audiocodec.lm.TransformerLM` in eval mode; ``init_std`` 0.2 makes its logits
+    peaked enough for stable argmaxes."""
+    from audiocodec.lm import TransformerLM
+    torch.manual_seed(seed)
+    args = dict(vocab_size=vocab_size, dim=32, num_layers=2, num_heads=4, init_std=0.2)
+    args.update(kw)
+    return TransformerLM(**args).eval()

@@ -7,15 +7,9 @@ from audiocodec.lm import (CacheOverflowError, StepState, TokenSampler, Transfor
                            force_eos, generate, left_padding_mask, repetition_aware_sample, repetition_penalty,
                            sample, suppress_eos, top_k_filter, top_p_filter)
 
-VOCAB = 40
+from helpers import tiny_lm
 
-
-def tiny_lm(seed=0, **kw) -> TransformerLM:
-    """A 2-layer d=32 model; ``init_std`` 0.2 makes its logits peaked enough for stable argmaxes."""
-    torch.manual_seed(seed)
-    args = dict(vocab_size=VOCAB, dim=32, num_layers=2, num_heads=4, init_std=0.2)
-    args.update(kw)
-    return TransformerLM(**args).eval()
+VOCAB = 40   # tiny_lm's default vocabulary
 
 
 def random_tokens(batch, streams, length, seed=1):
@@ -444,3 +438,21 @@ def test_generate_rejects_bad_arguments():
         top_p_filter(torch.zeros(1, 4), 1.5)
     with pytest.raises(ValueError, match="temperature"):
         TokenSampler(temperature=0.0)
+
+
+def test_rms_norm_fused_kernel_matches_the_elementwise_path():
+    from audiocodec.lm.transformer import RMSNorm
+    norm = RMSNorm(64)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(64) + 0.5)
+    x = torch.randn(3, 5, 64)
+    saved = RMSNorm.fused
+    try:
+        RMSNorm.fused = None                       # auto: the elementwise path on the CPU
+        auto = norm(x)
+        RMSNorm.fused = False
+        assert torch.equal(auto, norm(x))
+        RMSNorm.fused = True
+        torch.testing.assert_close(norm(x), auto, rtol=1e-5, atol=1e-6)
+    finally:
+        RMSNorm.fused = saved

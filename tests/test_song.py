@@ -134,6 +134,17 @@ def test_every_mode_memorises_two_songs_and_generates_them_back(mode):
     assert all(torch.equal(alone[t], out[1][t]) for t in model.layout.tracks)
 
 
+def test_a_whole_bf16_model_generates_like_the_fp32_one():
+    """Conditioners included: their positions follow the embeddings' dtype (fp32 positions added to bf16
+    embeddings used to promote and break the bf16 encoder)."""
+    import copy
+    model, songs, _, _ = trained("mixed")
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    out = SongGenerator(half).generate_tokens(LYRICS, DESCRIPTIONS, options=greedy())
+    matches = [torch.equal(got["mixture"], song["mixture"]) for song, got in zip(songs, out)]
+    assert any(matches), "a memorised song should survive bf16"
+
+
 def test_mixed_pro_trains_auxiliary_vocal_heads_unused_at_inference():
     model, songs, _, stats = trained("mixed_pro")
     assert float(stats["vocal_loss"]) < 0.5                                 # the vocal stem was learned too

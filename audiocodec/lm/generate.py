@@ -5,13 +5,19 @@ Per step: logits of the last position -> (classifier-free guidance) -> ``sample_
 every row has ended is checked on the host only every ``check_every`` steps, so decoding runs without
 host synchronisations in between; at those checks finished rows can be dropped from the cache.
 
-On CUDA the model's decoding step can be captured once in a CUDA graph and replayed (:class:`DecodeStep`,
-``cuda_graph=True``): a small model at batch 1 otherwise spends most of each step launching kernels.
+On CUDA the decoding can be replayed from CUDA graphs (``cuda_graph=True``): a small model at batch 1
+otherwise spends most of each step launching kernels. When the hooks are *graph-safe* (see
+:func:`is_graph_safe`; :class:`~audiocodec.lm.sampling.TokenSampler` and :func:`greedy_sample_fn` are) the
+whole step is captured -- guidance, ``sample_fn``, ``force_fn``, the EOS bookkeeping, the model step --
+and replayed step after step without the host waiting, except every ``check_every`` steps to check whether
+every row has ended. Other hooks run eagerly around a captured model step (:class:`DecodeStep`). Either way
+the tokens are those of the eager loop.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 
@@ -27,10 +33,25 @@ class StepState:
     step: number of tokens generated so far (the index of the token being chosen).
     generated: ``[B_active, K, step]`` the tokens generated so far by the rows still decoded.
     rows: ``[B_active]`` long, their indices in the original batch (rows may be dropped when finished).
+
+    In the graph-safe decoding loop (graph-safe hooks, ``generate(cuda_graph=True)`` on CUDA) ``step`` is a
+    0-dim long tensor on the device, ``generated`` the whole fixed-size buffer ``[B, K, max_new_tokens]``
+    whose columns ``>= step`` are not generated yet (they hold ``pad_id``), and ``rows`` all ``B`` rows
+    (none is dropped): see :attr:`fixed` and :meth:`valid_columns`.
     """
-    step: int
+    step: Union[int, torch.Tensor]
     generated: torch.Tensor
     rows: torch.Tensor
+
+    @property
+    def fixed(self) -> bool:
+        """Whether ``generated`` is a fixed-size buffer whose first ``step`` (a tensor) columns are valid."""
+        return isinstance(self.step, torch.Tensor)
+
+    def valid_columns(self) -> torch.Tensor:
+        """``[N]`` bool: which columns of ``generated`` hold generated tokens (all, outside the graph-safe loop)."""
+        n = self.generated.shape[-1]
+        return torch.arange(n, device=self.generated.device) < self.step
 
 
 #: ``(logits [B_active, K, V], state) -> tokens [B_active, K]``
@@ -42,6 +63,38 @@ ForceFn = Callable[[torch.Tensor, StepState], torch.Tensor]
 def greedy_sample_fn(logits: torch.Tensor, state: StepState) -> torch.Tensor:
     """The default ``sample_fn``: ``argmax`` per stream, ``[B, K, V] -> [B, K]``."""
     return greedy(logits)
+
+
+greedy_sample_fn.graph_safe = True
+
+
+def is_graph_safe(hook) -> bool:
+    """Whether a ``sample_fn`` / ``force_fn`` declares itself graph-safe (an attribute ``graph_safe = True``).
+
+    A graph-safe hook accepts the :class:`StepState` of the graph-safe loop (``step`` a 0-dim device
+    tensor, ``generated`` the fixed-size buffer), runs without host synchronisations (no ``.item()``,
+    ``bool(tensor)``, boolean indexing, ``nonzero``, slicing by a tensor value, host-to-device copies),
+    returns tensors whose shapes depend only on its inputs' shapes, and keeps no Python-side state from
+    step to step (a captured step is replayed without running Python). Random draws must come from the
+    default CUDA generator or from generators it lists in an attribute ``generators`` (or ``generator``),
+    which the capture registers so that every replay advances them as eager steps would.
+    """
+    return hook is None or getattr(hook, "graph_safe", False) is True
+
+
+def hook_generators(*hooks) -> list:
+    """The ``torch.Generator`` objects the hooks declare (attributes ``generators`` or ``generator``)."""
+    found = []
+    for hook in hooks:
+        if hook is None:
+            continue
+        gens = getattr(hook, "generators", None)
+        if gens is None:
+            gens = (getattr(hook, "generator", None),)
+        for g in gens:
+            if isinstance(g, torch.Generator) and not any(g is f for f in found):
+                found.append(g)
+    return found
 
 
 class Generation(NamedTuple):
@@ -119,6 +172,162 @@ def _checked(tokens: torch.Tensor, logits: torch.Tensor, hook: str) -> torch.Ten
     return tokens
 
 
+class _FixedDecoder:
+    """The graph-safe decoding loop of :func:`generate`: fixed-size buffers (``out [B, K, N]``, ``lengths``,
+    ``finished``, the logits), the step count on the device, no row ever dropped. One step: guidance ->
+    ``sample_fn`` -> ``force_fn`` -> pad for ended rows -> write ``out[:, :, step]`` -> EOS bookkeeping ->
+    ``step += 1`` -> the model reads the tokens and writes the next logits. Steps run eagerly, or on CUDA
+    ``steps_per_graph`` steps at a time replayed from one captured CUDA graph (:meth:`run`)."""
+
+    def __init__(self, model: TransformerLM, cache: KVCache, logits: torch.Tensor, *, batch: int,
+                 max_new_tokens: int, sample_fn: SampleFn, force_fn: Optional[ForceFn], eos_id: Optional[int],
+                 eos_stream: Optional[int], pad_id: int, cfg_scale: Optional[float]):
+        device = logits.device
+        streams = logits.shape[1]
+        self.model, self.cache = model, cache
+        self.sample_fn, self.force_fn = sample_fn, force_fn
+        self.eos_id, self.eos_stream, self.pad_id, self.cfg_scale = eos_id, eos_stream, pad_id, cfg_scale
+        self.logits = logits.clone(memory_format=torch.contiguous_format)   # the static buffer a graph reads
+        self.out = torch.full((batch, streams, max_new_tokens), pad_id, dtype=torch.long, device=device)
+        self.lengths = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)
+        self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.step = torch.zeros((), dtype=torch.long, device=device)
+        self.rows = torch.arange(batch, device=device)
+        self.graph = None
+        self.graph_steps = 0
+
+    def _step(self, logits: torch.Tensor, feed: bool) -> Optional[torch.Tensor]:
+        """One step from ``logits [B', K, V]``; returns the next logits (None without ``feed``)."""
+        if self.cfg_scale is not None:
+            half = logits.shape[0] // 2
+            logits = classifier_free_guidance(logits[:half], logits[half:], self.cfg_scale)
+        state = StepState(self.step, self.out, self.rows)
+        tokens = _checked(self.sample_fn(logits, state), logits, "sample_fn")
+        if self.force_fn is not None:
+            tokens = _checked(self.force_fn(tokens, state), logits, "force_fn")
+        ended = self.finished
+        tokens = tokens.to(torch.long).masked_fill(ended[:, None], self.pad_id)
+        self.out.index_copy_(2, self.step.view(1), tokens[:, :, None])
+        if self.eos_id is not None:
+            eos = self.eos_id
+            hit = tokens[:, self.eos_stream] == eos if self.eos_stream is not None else (tokens == eos).any(-1)
+            self.lengths.copy_(torch.where(hit & ~ended, self.step, self.lengths))
+            self.finished.copy_(ended | hit)
+        self.step += 1
+        if not feed:
+            return None
+        feed_tokens = torch.cat([tokens, tokens]) if self.cfg_scale is not None else tokens
+        return self.model(feed_tokens[:, :, None], cache=self.cache)[:, :, -1]
+
+    def _run_steps(self, n: int, feed_last: bool = True):
+        """``n`` steps from the logits buffer; the last one feeds the model (and refills the buffer) only
+        with ``feed_last``."""
+        logits = self.logits
+        for i in range(n):
+            feed = feed_last or i < n - 1
+            nxt = self._step(logits, feed)
+            logits = nxt if feed else logits
+        if feed_last:
+            self.logits.copy_(logits)
+
+    # -- CUDA graph ------------------------------------------------------------------------------------
+    def _snapshot(self, generators: list):
+        cache = self.cache
+        tensors = [self.logits, self.out, self.lengths, self.finished, self.step, cache.slot, cache.next_position,
+                   cache.key_valid]
+        saved = [t.clone() for t in tensors]
+        length = cache.length
+        states = [(g, g.get_state()) for g in generators]
+
+        def restore():
+            for t, v in zip(tensors, saved):
+                t.copy_(v)
+            cache.length = length
+            for g, state in states:
+                g.set_state(state)
+        return restore
+
+    def _capture(self, n: int):
+        """Capture ``n`` steps (each feeding the model) in one CUDA graph. A warm-up step runs first on
+        a side stream (lazy initialisations stay out of the graph) and is undone, random generators
+        included; capturing itself runs nothing, so the state is left as it was."""
+        device = self.logits.device
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        generators = [g for g in hook_generators(self.sample_fn, self.force_fn) if g.device.type == "cuda"]
+        default = torch.cuda.default_generators[index]
+        restore = self._snapshot(generators + ([] if any(g is default for g in generators) else [default]))
+        cache = self.cache
+        length = cache.length
+        main = torch.cuda.current_stream(device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(main)
+        try:
+            with torch.cuda.stream(side):
+                self._run_steps(1)
+            main.wait_stream(side)
+            restore()
+            side.wait_stream(main)
+            graph = torch.cuda.CUDAGraph()
+            for g in generators:
+                graph.register_generator_state(g)
+            torch.cuda.synchronize(device)
+            with torch.cuda.stream(side):
+                graph.capture_begin()
+                try:
+                    self._run_steps(n)
+                except BaseException:
+                    try:
+                        graph.capture_end()
+                    except Exception:
+                        pass
+                    raise
+                graph.capture_end()
+            main.wait_stream(side)
+        except BaseException:
+            main.wait_stream(side)
+            restore()
+            raise
+        finally:
+            cache.length = length   # the capture ran the Python of n steps but wrote nothing
+        self.graph, self.graph_steps = graph, n
+
+    def _replay(self):
+        cache = self.cache
+        if cache.length + self.graph_steps > cache.max_len:
+            raise CacheOverflowError(f"KV cache full: {cache.length} slots used + {self.graph_steps} new > "
+                                     f"max_len={cache.max_len}")
+        self.graph.replay()
+        cache.length += self.graph_steps   # the replay advanced the device-side state; keep the host count in step
+
+    def run(self, check_every: int, cuda_graph: bool, steps_per_graph: int = 1) -> int:
+        """Decode every step; returns the number of steps run (fewer than ``N`` when every row ended at a
+        check, every ``check_every`` steps, as in the eager loop). With ``cuda_graph`` the steps run in
+        units of ``steps_per_graph`` (a divisor of ``check_every``) replayed from one CUDA graph, the last
+        ``N mod steps_per_graph`` eagerly; the replays are queued without waiting, the host synchronises
+        only at the checks."""
+        total = self.out.shape[-1]
+        unit = steps_per_graph if cuda_graph else check_every
+        done = 0
+        while done < total:
+            n = min(unit, total - done)
+            if cuda_graph and self.graph is None and n == unit:
+                try:
+                    with torch.cuda.device(self.logits.device):
+                        self._capture(n)
+                except Exception as error:
+                    warnings.warn(f"generate(cuda_graph=True): capturing the whole decoding step failed "
+                                  f"({type(error).__name__}: {error}); decoding it eagerly", RuntimeWarning)
+                    cuda_graph = False
+            if self.graph is not None and n == self.graph_steps:
+                self._replay()
+            else:
+                self._run_steps(n, feed_last=done + n < total)
+            done += n
+            if done < total and self.eos_id is not None and done % check_every == 0 and bool(self.finished.all()):
+                return done
+        return total
+
+
 def left_padding_mask(lengths: torch.Tensor, total: int) -> torch.Tensor:
     """``lengths [B]`` of prompts right-aligned in ``total`` slots -> ``[B, total]`` bool, True = real."""
     return torch.arange(total, device=lengths.device)[None, :] >= (total - lengths)[:, None]
@@ -131,7 +340,7 @@ def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
              pad_id: int = 0, memory: Optional[torch.Tensor] = None, memory_mask: Optional[torch.Tensor] = None,
              cfg_scale: Optional[float] = None, check_every: int = 8, drop_finished: bool = True,
              static_shapes: bool = False, cache_dtype: Optional[torch.dtype] = None,
-             cuda_graph: bool = False) -> Generation:
+             cuda_graph: bool = False, steps_per_graph: int = 1, _graph_step: bool = False) -> Generation:
     """Continue ``prompt [B, K, T]`` by up to ``max_new_tokens`` tokens per stream.
 
     prompt_lengths: ``[B]`` real tokens of each prompt, which sit at the *end* of its row (left
@@ -147,8 +356,19 @@ def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
     check_every: steps between host-side checks for finished rows (stop when all ended, drop ended
         rows from the cache when ``drop_finished``).
     static_shapes, cache_dtype: passed to :meth:`TransformerLM.new_cache` (default: the model's dtype).
-    cuda_graph: replay the decoding step from a CUDA graph (:class:`DecodeStep`) when the model is on a
-        CUDA device (ignored otherwise); implies ``static_shapes`` and keeps finished rows in the batch.
+    cuda_graph: replay decoding from CUDA graphs when the model is on a CUDA device (ignored otherwise);
+        implies ``static_shapes`` and keeps finished rows in the batch (they are fed ``pad_id``). With
+        graph-safe hooks (:func:`is_graph_safe`) the whole step is captured and replayed, the replays queued
+        without waiting: the host only waits at the ``check_every`` checks; otherwise only the model step is
+        (:class:`DecodeStep`) and the hooks run eagerly. The tokens are the same either way, and so are the
+        random draws (seeded sampling gives the eager loop's tokens when no row is dropped:
+        ``drop_finished=False``, or rows that end together).
+    steps_per_graph: decoding steps unrolled in one captured graph (a divisor of ``check_every``). One
+        capture costs about as much host time as running its steps eagerly, and the last
+        ``max_new_tokens mod steps_per_graph`` steps run eagerly, so few is cheap; more saves only the
+        graph launches in between.
+    _graph_step: run the graph-safe loop (fixed-size buffers, ``state.step`` a device tensor) without
+        capturing it, e.g. on the CPU, to test that it matches the eager loop; needs graph-safe hooks.
     """
     if prompt.dim() != 3 or prompt.shape[1] != model.num_codebooks:
         raise ValueError(f"expected prompt [B, K={model.num_codebooks}, T], got {tuple(prompt.shape)}")
@@ -156,6 +376,9 @@ def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
     if check_every < 1:
         raise ValueError(f"check_every must be >= 1, got {check_every}")
+    if not isinstance(steps_per_graph, int) or steps_per_graph < 1 or check_every % steps_per_graph:
+        raise ValueError(f"steps_per_graph must be an int >= 1 dividing check_every={check_every}, "
+                         f"got {steps_per_graph!r}")
     rows_in, streams, prompt_len = prompt.shape
     if eos_stream is not None and not 0 <= eos_stream < streams:
         raise ValueError(f"eos_stream={eos_stream} is not one of the {streams} streams")
@@ -175,6 +398,10 @@ def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
         padding_mask = left_padding_mask(prompt_lengths, prompt_len)
 
     cuda_graph = cuda_graph and device.type == "cuda"
+    hooks_graph_safe = is_graph_safe(sample_fn) and is_graph_safe(force_fn)
+    if _graph_step and not hooks_graph_safe:
+        raise ValueError("generate(_graph_step=True) needs graph-safe sample_fn / force_fn (graph_safe = True)")
+    fixed = _graph_step or (cuda_graph and hooks_graph_safe)
     if cuda_graph:
         static_shapes, drop_finished = True, False
     was_training = model.training
@@ -182,9 +409,15 @@ def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
     try:
         cache = model.new_cache(rows_in, prompt_len + max_new_tokens, dtype=cache_dtype,
                                 static_shapes=static_shapes)
-        step_fn = DecodeStep(model, cache, cuda_graph)
         logits = model(prompt, padding_mask=padding_mask, memory=memory, memory_mask=memory_mask,
                        cache=cache)[:, :, -1]
+        if fixed:
+            decoder = _FixedDecoder(model, cache, logits, batch=batch, max_new_tokens=max_new_tokens,
+                                    sample_fn=sample_fn, force_fn=force_fn, eos_id=eos_id, eos_stream=eos_stream,
+                                    pad_id=pad_id, cfg_scale=cfg_scale)
+            steps_run = decoder.run(check_every, cuda_graph, steps_per_graph)
+            return Generation(decoder.out[:, :, :steps_run], decoder.lengths.clamp(max=steps_run), decoder.finished)
+        step_fn = DecodeStep(model, cache, cuda_graph)
         out = torch.full((batch, streams, max_new_tokens), pad_id, dtype=torch.long, device=device)
         lengths = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)

@@ -90,6 +90,7 @@ class KVCache:
         self.slot = torch.zeros((), dtype=torch.long, device=device)  # == length, on the device (static_shapes)
         self.memory: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None
         self.memory_mask: Optional[torch.Tensor] = None
+        self._cross_mask = None   # the model's cross-attention mask of memory_mask (TransformerLM._cross_mask)
 
     @property
     def batch_size(self) -> int:
@@ -168,4 +169,4 @@ class KVCache:
         self.next_position.zero_()
         self.slot.zero_()
         self.length = 0
-        self.memory = self.memory_mask = None
+        self.memory = self.memory_mask = self._cross_mask = None

@@ -669,3 +669,42 @@ def songgen_dual_track_codes(sequence: torch.Tensor, mode: str, n_frames: Option
     :func:`songgen_undelay_codes`)."""
     accompaniment, vocal = split_tracks(sequence, mode)
     return songgen_undelay_codes(accompaniment, n_frames), songgen_undelay_codes(vocal, n_frames)
+
+
+def delay_pattern_force(tokens: torch.Tensor, step, generated: torch.Tensor, end_token: int, pad_id: int,
+                        eos_id: int, lead: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Force the cells of a TTS delay pattern that are not sampled, for a graph-safe ``force_fn`` of
+    :func:`~audiocodec.lm.generate.generate` (the same cells as :func:`audiocodec.tts.layout.delay_force`).
+
+    ``tokens [B, K]`` were chosen at generation step ``step`` given ``generated [B, K, N]``: with an int
+    ``step``, ``N = step`` (every column generated); with a 0-dim device tensor ``step`` (the graph-safe
+    loop), the fixed-size buffer whose columns ``>= step`` are not generated yet. Rows ``k >= 1`` get
+    ``lead [K, K]`` or ``[B, K, K]`` (default ``pad_id``) for their first ``k`` steps; once row 0 has
+    emitted ``end_token`` at step ``T``, row ``k`` gets ``pad_id`` from step ``T + max(k, 1)`` and every
+    row ``eos_id`` at step ``T + K - 1``. One stream: nothing is forced. No host synchronisation, fixed
+    shapes (``lead`` should already be on the tokens' device: a graph cannot copy from the host).
+    """
+    k = tokens.shape[1]
+    if k == 1:
+        return tokens
+    device = tokens.device
+    q = torch.arange(k, device=device)
+    fixed = isinstance(step, torch.Tensor)
+    lead_in = (q >= 1) & (step < q)                                              # [K]
+    if lead is None:
+        tokens = torch.where(lead_in, pad_id, tokens)
+    else:
+        lead = lead.to(device)
+        column = lead.index_select(-1, step.clamp(max=k - 1).view(1)).squeeze(-1) if fixed \
+            else lead[..., min(step, k - 1)]                                     # [K] or [B, K]
+        tokens = torch.where(lead_in, column.to(tokens.dtype), tokens)
+    n = generated.shape[-1]
+    if n == 0:
+        return tokens
+    ended = generated[:, 0] == end_token                                          # [B, N]
+    if fixed:
+        ended = ended & (torch.arange(n, device=device) < step)
+    has_end = ended.any(-1)
+    end = ended.float().argmax(-1)                                                # the first end token
+    tokens = torch.where(has_end[:, None] & (step >= end[:, None] + q.clamp(min=1)), pad_id, tokens)
+    return torch.where((has_end & (step == end + k - 1))[:, None], eos_id, tokens)

@@ -125,7 +125,8 @@ class TextEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = self.embed(ids) * math.sqrt(self.dim)
-        return _encode(self.encoder, self.norm, x + sinusoidal_positions(x.shape[1], self.dim, x.device), mask)
+        positions = sinusoidal_positions(x.shape[1], self.dim, x.device).to(x.dtype)
+        return _encode(self.encoder, self.norm, x + positions, mask)
 
 
 class VoiceEncoder(TextEncoder):

@@ -94,9 +94,14 @@ def _checked(opts: SongOptions) -> SongOptions:
 
 
 class SongGenerator:
-    """A song model with its codec (``codec=None``: tokens only, no audio), on one device."""
+    """A song model with its codec (``codec=None``: tokens only, no audio), on one device.
 
-    def __init__(self, model: SongModel, codec: Optional[Codec] = None):
+    ``cuda_graphs``: replay the whole decoding step (sampling, forced cells, guidance, the model with its
+    cross-attention memory) from CUDA graphs (``generate(cuda_graph=True)``); default: on when the model
+    is on a CUDA device. Tokens are the same either way.
+    """
+
+    def __init__(self, model: SongModel, codec: Optional[Codec] = None, cuda_graphs: Optional[bool] = None):
         info = model.codec_info
         if codec is not None:
             if info.get("fingerprint") and info["fingerprint"] != codec.fingerprint():
@@ -110,6 +115,12 @@ class SongGenerator:
                                   f"has {codec.max_codebooks}")
         self.model, self.codec = model.eval(), codec
         self.layout: SongLayout = model.layout
+        self.cuda_graphs = cuda_graphs
+
+    @property
+    def _graphs(self) -> bool:
+        on_cuda = self.device.type == "cuda"
+        return on_cuda if self.cuda_graphs is None else bool(self.cuda_graphs) and on_cuda
 
     @classmethod
     def load(cls, path: Union[str, Path], codec: Union[str, Path, Codec, None] = None,
@@ -168,7 +179,12 @@ class SongGenerator:
     # -- decoding ----------------------------------------------------------------------------------------
     def _hooks(self, known: torch.Tensor, start: int, limit: int, opts: SongOptions, generator):
         """``(sample_fn, force_fn)`` for one window whose decoding starts at column ``start`` and whose
-        delay-0 rows end at column ``limit`` at the latest (``known [B, R, L]``: cells fixed beforehand)."""
+        delay-0 rows end at column ``limit`` at the latest (``known [B, R, L]``: cells fixed beforehand).
+
+        Both are graph-safe (``graph_safe = True``): with the graph-safe loop's state (``state.step`` a
+        device tensor, ``state.generated`` the fixed-size buffer) they run without host synchronisations,
+        so ``generate(cuda_graph=True)`` captures the whole decoding step; with a Python-int step they do
+        exactly what they did before."""
         layout = self.layout
         device = known.device
         delays = layout.delays.to(device)
@@ -178,26 +194,44 @@ class SongGenerator:
                                do_sample=not opts.greedy, generator=generator)
         may_end = torch.zeros(layout.rows, dtype=torch.bool, device=device)
         may_end[zero] = True
+        # what each row may not sample: BOS always; EOS except on the delay-0 rows at a frame boundary
+        banned_no_eos = torch.zeros(layout.rows, layout.vocab_size, dtype=torch.bool, device=device)
+        banned_no_eos[:, bos] = True
+        banned_eos_ok = banned_no_eos.clone()
+        banned_no_eos[:, eos] = True
+        banned_eos_ok[:, eos] = ~may_end
+        never = 1 << 40
 
         def sample_fn(logits: torch.Tensor, state: StepState) -> torch.Tensor:
             column = start + state.step
-            banned = torch.zeros(layout.rows, logits.shape[-1], dtype=torch.bool, device=device)
-            banned[:, bos] = True
-            eos_ok = opts.stop_at_eos and column % g == 0 and column >= g
-            banned[:, eos] = ~may_end if eos_ok else True
+            if isinstance(column, torch.Tensor):                                   # graph-safe loop
+                eos_ok = (column % g == 0) & (column >= g) & opts.stop_at_eos
+                banned = torch.where(eos_ok, banned_eos_ok, banned_no_eos)
+            else:
+                eos_ok = opts.stop_at_eos and column % g == 0 and column >= g
+                banned = banned_eos_ok if eos_ok else banned_no_eos
             return sampler(logits.float().masked_fill(banned, float("-inf")), state)
 
         def force_fn(tokens: torch.Tensor, state: StepState) -> torch.Tensor:
             column = start + state.step
-            ended = (state.generated[:, zero] == eos).any(1)                       # [B, step]
+            generated = state.generated.index_select(1, zero)                       # [B, Z, N]
+            ended = (generated == eos).any(1)                                       # [B, N]
+            if state.fixed:                                  # columns not generated yet: stop the count there
+                ended = ended | ~state.valid_columns()
             before = (~ended).long().cumprod(-1).sum(-1)                            # columns before the first EOS
-            now = (tokens[:, zero] == eos).any(-1) | (column >= limit)
-            end = torch.where(before < state.step, start + before,
-                              torch.where(now, torch.full_like(before, column), torch.full_like(before, 1 << 40)))
-            cell = known[state.rows, :, column]                                     # [B, R]
+            now = (tokens.index_select(1, zero) == eos).any(-1) | (column >= limit)
+            if isinstance(column, torch.Tensor):
+                end = torch.where(before < state.step, start + before, torch.where(now, column, never))
+                cell = known.index_select(2, column.view(1)).squeeze(2).index_select(0, state.rows)   # [B, R]
+            else:
+                end = torch.where(before < state.step, start + before,
+                                  torch.where(now, torch.full_like(before, column), torch.full_like(before, never)))
+                cell = known[state.rows, :, column]                                 # [B, R]
             out = torch.where(cell >= 0, cell, tokens)
             return torch.where(column >= delays[None] + end[:, None], torch.full_like(out, eos), out)
 
+        sample_fn.graph_safe = force_fn.graph_safe = True
+        sample_fn.generators = sampler.generators
         return sample_fn, force_fn
 
     def _window(self, cond: Conditions, prompt: Optional[dict], batch: int, target: int, opts: SongOptions,
@@ -216,10 +250,12 @@ class SongGenerator:
         if guided:
             decoder_prompt = torch.cat([decoder_prompt, decoder_prompt])
         memory, memory_mask = self.model.condition(cond)
+        memory = memory.to(next(self.model.lm.parameters()).dtype)   # e.g. an fp32 conditioner before a bf16 LM
         sample_fn, force_fn = self._hooks(known, start, limit, opts, generator)
         out = generate(self.model.lm, decoder_prompt, length - start, sample_fn=sample_fn, force_fn=force_fn,
                        eos_id=layout.eos_id, eos_stream=layout.eos_row, pad_id=layout.eos_id, memory=memory,
-                       memory_mask=memory_mask, cfg_scale=opts.cfg_scale if guided else None)
+                       memory_mask=memory_mask, cfg_scale=opts.cfg_scale if guided else None,
+                       cuda_graph=self._graphs)
         sequence = torch.cat([prefix, out.tokens], dim=-1)
         ends = start + out.lengths - last                      # first EOS column of the delay-0 rows
         frames = torch.div(ends, g, rounding_mode="floor").clamp(min=1, max=target)

@@ -1,0 +1,133 @@
+#!/usr/bin/env python
+"""Song LM speed: seconds of song generated per second of wall time (x realtime) at several batch sizes, for
+the default song config (``recipes/song/mini.yaml``: decoder 320 x 8 layers, interleaving_A_V, cross-attention
+to lyrics / description / voice) with random weights, or a trained model (``--model``). Tokens only: the codec
+is not run (its speed is benchmarks/codec_speed.py's).
+
+    python benchmarks/song_speed.py --device cuda --batch-sizes 1 --seconds 10        # eager and CUDA graphs
+    python benchmarks/song_speed.py --device cuda --modes graphs --steps-per-graph 1 2 8 --dtype float32
+    python benchmarks/song_speed.py --device cuda --codebooks 8 --cardinality 1024 --frame-rate 40   # music codec
+    python benchmarks/song_speed.py --device cpu --batch-sizes 1 --seconds 1 --modes eager --dtype float32
+
+The random model's codec is described by ``--codebooks`` / ``--cardinality`` / ``--frame-rate`` (default: the
+recipe's default codec, 1 x 4096 codes at 75 Hz; recipes/codec/music_rvq_40_small.yaml is 8 x 1024 at 40 Hz).
+Random weights would end songs at random EOS tokens: ``stop_at_eos`` is off, so every song runs the whole
+duration. Guidance (``--cfg-scale``, default 3 as :class:`~audiocodec.song.SongOptions`) doubles the decoded
+batch. Decoding steps per second of audio: ``frame_rate x frame_columns`` (2 for the interleaving modes).
+Modes: ``eager``; ``graphs`` (rows ``graphs/S``): the whole step replayed from CUDA graphs, ``S`` steps per
+captured graph (``--steps-per-graph``). Times are whole ``generate_tokens`` calls (conditioning, prefill,
+capture included). Prints a table; ``--json`` writes it.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from audiocodec.config import load_yaml  # noqa: E402
+from decoding_args import add_decoding_args, apply_norm  # noqa: E402
+from audiocodec.song import SongGenerator, SongModel, SongOptions, fit_text_config, load_song  # noqa: E402
+
+song_generate = importlib.import_module("audiocodec.song.generate")   # its generate is swapped per --steps-per-graph
+
+LYRICS = "la la la, hello sun, shine on me tonight, we dance until the morning light"
+DESCRIPTION = "happy pop, female vocal, bright piano"
+
+
+def random_model(args) -> SongModel:
+    task = load_yaml(ROOT / "recipes" / "song" / "mini.yaml")["task"]
+    mode = args.mode or task["mode"]
+    char = {"tokenizer": {"type": "char"}}     # the tokenizer does not change the LM's speed (no espeak-ng needed)
+    lyrics = {k: v for k, v in task["lyrics"].items() if k not in ("tokenizer", "language")}
+    description = {k: v for k, v in task["description"].items() if k != "tokenizer"}
+    conditioners = {"lyrics": {**fit_text_config(char, [LYRICS]), **lyrics},
+                    "description": {**fit_text_config(char, [DESCRIPTION]), **description},
+                    "voice": task.get("voice"), "dropout": task.get("condition_dropout")}
+    codec = {"model_id": "random", "fingerprint": "", "num_codebooks": args.codebooks,
+             "cardinality": args.cardinality, "frame_rate": args.frame_rate, "sample_rate": 24000}
+    return SongModel(mode, codec, task["model"], conditioners, task.get("loss"),
+                     window_frames=int(task.get("max_frames", 750)))
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None,
+                   help="a trained song model (default: random weights, recipes/song/mini.yaml)")
+    p.add_argument("--mode", default=None, help="song mode of the random model (default: the recipe's)")
+    p.add_argument("--codebooks", type=int, default=1)
+    p.add_argument("--cardinality", type=int, default=4096)
+    p.add_argument("--frame-rate", type=float, default=75.0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
+                   help="of the decoder LM (the conditioners run in fp32)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
+    p.add_argument("--seconds", type=float, default=10.0, help="song duration generated per row")
+    p.add_argument("--cfg-scale", type=float, default=3.0, help="guidance scale; 1 runs no unconditional pass")
+    p.add_argument("--top-k", type=int, default=250)
+    p.add_argument("--repeats", type=int, default=3)
+    add_decoding_args(p)
+    args = p.parse_args(argv)
+    apply_norm(args)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    model = load_song(args.model, device) if args.model else random_model(args).to(device)
+    model = model.float().eval()
+    model.lm.to(dtype)    # the decoder in --dtype; the conditioners (run once per song) stay in fp32
+    layout = model.layout
+    modes = args.modes or (["eager", "graphs"] if device.type == "cuda" else ["eager"])
+    steps_per_second = model.frame_rate * layout.frame_columns
+    print(f"mode {layout.mode}: {layout.rows} rows, {layout.frame_columns} column(s) per frame, "
+          f"{steps_per_second:.0f} decoding steps per second of audio; window {model.window_frames} frames; "
+          f"LM {sum(p.numel() for p in model.lm.parameters()) / 1e6:.1f}M parameters")
+    rows = []
+    plain_generate = song_generate.generate
+    for mode, steps in [(m, s) for m in modes for s in (args.steps_per_graph if m == "graphs" else [None])]:
+        gen = SongGenerator(model, cuda_graphs=mode == "graphs")
+        song_generate.generate = plain_generate if steps is None else functools.partial(plain_generate,
+                                                                                        steps_per_graph=steps)
+        mode = mode if steps is None else f"graphs/{steps}"
+        for batch in args.batch_sizes:
+            opts = dict(cfg_scale=args.cfg_scale, top_k=args.top_k, seed=0, stop_at_eos=False)
+            gen.generate_tokens([LYRICS] * batch, [DESCRIPTION] * batch,
+                                options=SongOptions(duration=min(args.seconds, 0.5), **opts))   # warm-up
+            times = []
+            for _ in range(args.repeats):
+                sync(device)
+                t0 = time.perf_counter()
+                out = gen.generate_tokens([LYRICS] * batch, [DESCRIPTION] * batch,
+                                          options=SongOptions(duration=args.seconds, **opts))
+                sync(device)
+                times.append(time.perf_counter() - t0)
+            frames = sum(int(next(iter(t.values())).shape[-1]) for t in out)
+            best = min(times)
+            audio = frames / model.frame_rate
+            rows.append({"mode": mode, "batch": batch, "frames_per_row": frames // batch, "seconds": best,
+                         "steps_per_s": frames * layout.frame_columns / batch / best, "realtime": audio / best})
+        song_generate.generate = plain_generate
+    print(f"{'mode':>9} {'batch':>6} {'frames/row':>11} {'seconds':>9} {'steps/s/row':>12} {'x realtime':>11}")
+    for r in rows:
+        print(f"{r['mode']:>9} {r['batch']:>6} {r['frames_per_row']:>11} {r['seconds']:>9.3f} "
+              f"{r['steps_per_s']:>12.0f} {r['realtime']:>11.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": str(device), "dtype": args.dtype, "song_mode": layout.mode,
+                                               "cfg_scale": args.cfg_scale, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
