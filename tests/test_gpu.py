@@ -91,12 +91,10 @@ def test_graphed_lm_decoding_matches_eager(streams, cross):
     assert torch.equal(graphed.tokens, eager.tokens)
 
 
-@cuda
-def test_tts_with_cuda_graphs_speaks_the_same_tokens():
-    """Batched and streamed synthesis replayed from CUDA graphs = eager (greedy; random small model, the
-    embedded codec; EOS forbidden for 60 tokens so every row runs long)."""
+def _tiny_tts():
+    """The embedded codec and a random 2-layer TTS over its tokens, on CUDA."""
     from audiocodec.text.tokenizers import build_tokenizer
-    from audiocodec.tts import TTS, SynthesisOptions, TTSModel
+    from audiocodec.tts import TTSModel
     codec = audiocodec.load_codec(audiocodec.DEFAULT_CODEC, device="cuda")
     tok = build_tokenizer({"type": "char", "corpus": ["abcdefghijklmnopqrstuvwxyz .,?!'"]})
     vocab = {"text_size": tok.vocab_size, "speech_size": codec.cardinality, "num_codebooks": 1}
@@ -105,6 +103,15 @@ def test_tts_with_cuda_graphs_speaks_the_same_tokens():
     torch.manual_seed(0)
     model = TTSModel(vocab, {"dim": 64, "num_layers": 2, "num_heads": 4},
                      {"tokenizer": tok.to_dict(), "language": "en"}, info).cuda()
+    return codec, model
+
+
+@cuda
+def test_tts_with_cuda_graphs_speaks_the_same_tokens():
+    """Batched and streamed synthesis replayed from CUDA graphs = eager (greedy; random small model, the
+    embedded codec; EOS forbidden for 60 tokens so every row runs long)."""
+    from audiocodec.tts import TTS, SynthesisOptions
+    codec, model = _tiny_tts()
     texts = ["a short one.", "and a somewhat longer sentence here."]
     opts = dict(greedy=True, min_ratio=60 / 12, max_ratio=8.0)
     eager, graphed = TTS(model, codec, cuda_graphs=False), TTS(model, codec, cuda_graphs=True)
@@ -114,3 +121,227 @@ def test_tts_with_cuda_graphs_speaks_the_same_tokens():
     sa = torch.cat(list(eager.synthesize(texts[0], stream=True, **opts)))
     sb = torch.cat(list(graphed.synthesize(texts[0], stream=True, **opts)))
     assert torch.equal(sa, sb)
+
+
+# -- the whole decoding step in one CUDA graph (generate(cuda_graph=True) with graph-safe hooks) ---------------
+
+#: a capture that fails falls back to eager decoding with a RuntimeWarning: here that is an error
+no_capture_fallback = pytest.mark.filterwarnings("error::RuntimeWarning")
+
+
+def _count_replays(monkeypatch):
+    """Counts the full-step graph replays of generate()."""
+    from audiocodec.lm.generate import _FixedDecoder
+    count = {"replays": 0}
+    replay = _FixedDecoder._replay
+
+    def counted(self):
+        count["replays"] += 1
+        return replay(self)
+    monkeypatch.setattr(_FixedDecoder, "_replay", counted)
+    return count
+
+
+def _with_end_bonus(sampler, vocab_size, end_token, bonus, allowed=None):
+    """A graph-safe sample_fn: ``sampler`` after masking to ``allowed`` tokens and adding ``bonus`` to the end
+    token's logit (random weights would rarely end a row)."""
+    extra = torch.zeros(vocab_size, device="cuda")
+    extra[end_token] = bonus
+
+    def sample_fn(logits, state):
+        logits = logits.float() + extra
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
+        return sampler(logits, state)
+    sample_fn.graph_safe = True
+    sample_fn.generators = sampler.generators
+    return sample_fn
+
+
+def _tts_like_hooks(vocab_size, speech_offset, end_token, min_len, seed, greedy=False):
+    """TTS._sampler's sample_fn (speech tokens + the end token only, EOS not before min_len, RAS top-k 25 /
+    top-p 0.8), declared graph-safe; seed None draws from the default CUDA generator."""
+    from audiocodec.lm import TokenSampler
+    allowed = torch.zeros(vocab_size, dtype=torch.bool, device="cuda")
+    allowed[speech_offset:] = True
+    allowed[end_token] = True
+    gen = None if seed is None else torch.Generator(device="cuda").manual_seed(seed)
+    sampler = TokenSampler(top_k=25, top_p=0.8, ras=not greedy, do_sample=not greedy, eos_id=end_token,
+                           min_len=min_len, generator=gen)
+    return _with_end_bonus(sampler, vocab_size, end_token, 2.0, allowed)
+
+
+@cuda
+@no_capture_fallback
+@pytest.mark.parametrize("steps_per_graph", [1, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["greedy", "seeded", "default_generator"])
+def test_full_step_graph_matches_eager_tts_like(monkeypatch, mode, dtype, steps_per_graph):
+    """A TTS-like configuration (one stream, vocab 4.2k, RAS sampling, per-row min_len, EOS ends rows at
+    different steps): the whole step replayed from CUDA graphs = the eager loop (static shapes, no row
+    dropped) = the model-only graph with eager hooks: tokens, lengths and the generator's state after."""
+    from audiocodec.lm import TransformerLM, generate, left_padding_mask
+    count = _count_replays(monkeypatch)
+    vocab, offset, end = 4200, 104, 2
+    torch.manual_seed(0)
+    model = TransformerLM(vocab_size=vocab, dim=64, num_layers=2, num_heads=4, init_std=0.05).cuda().to(dtype).eval()
+    lengths = torch.tensor([9, 4, 7], device="cuda")
+    prompts = torch.randint(0, vocab, (3, 1, 9), device="cuda").masked_fill(~left_padding_mask(lengths, 9)[:, None], 0)
+    min_len = torch.tensor([30, 60, 10], device="cuda")
+    runs = []
+    for how in ("eager", "model_graph", "full_graph"):
+        if mode == "default_generator":
+            torch.manual_seed(1)
+        fn = _tts_like_hooks(vocab, offset, end, min_len, None if mode == "default_generator" else 3,
+                             greedy=mode == "greedy")
+        hook = fn if how != "model_graph" else (lambda logits, state: fn(logits, state))   # not graph-safe
+        before = count["replays"]
+        out = generate(model, prompts, 150, prompt_lengths=lengths, sample_fn=hook, eos_id=end, pad_id=0,
+                       static_shapes=True, drop_finished=False, cuda_graph=how != "eager",
+                       steps_per_graph=steps_per_graph)
+        assert (count["replays"] > before) == (how == "full_graph")
+        rng = fn.generators[0].get_state() if fn.generators else torch.cuda.get_rng_state()
+        runs.append((out, rng))
+    (ref, ref_rng), *others = runs
+    if mode != "greedy":
+        assert ref.tokens.unique().numel() > 20
+    for out, rng in others:
+        assert torch.equal(out.tokens, ref.tokens) and torch.equal(out.lengths, ref.lengths)
+        assert torch.equal(out.finished, ref.finished) and torch.equal(rng, ref_rng)
+
+
+@cuda
+@no_capture_fallback
+@pytest.mark.parametrize("greedy", [True, False])
+def test_full_step_graph_matches_eager_delay_pattern(monkeypatch, greedy):
+    """Three streams with cross-attention memory, guidance and the TTS delay pattern's forced cells
+    (delay_pattern_force): graphed = eager."""
+    from audiocodec.lm import TokenSampler, TransformerLM, delay_pattern_force, generate, left_padding_mask
+    count = _count_replays(monkeypatch)
+    k, vocab, pad, eos, end = 3, 300, 0, 2, 0
+    torch.manual_seed(0)
+    model = TransformerLM(vocab_size=vocab, dim=64, num_layers=2, num_heads=4, num_kv_heads=2, num_codebooks=k,
+                          cross_attention=True, memory_dim=32, init_std=0.1).cuda().eval()
+    lengths = torch.tensor([6, 2, 4, 6, 2, 4], device="cuda")
+    prompts = torch.randint(5, vocab, (6, k, 6), device="cuda").masked_fill(~left_padding_mask(lengths, 6)[:, None], 0)
+    memory = torch.randn(6, 7, 32, device="cuda")
+    memory_mask = torch.ones(6, 7, dtype=torch.bool, device="cuda")
+    memory_mask[3:] = False
+    lead = torch.randint(5, vocab, (3, k, k), device="cuda")
+    runs = []
+    for how in ("eager", "full_graph"):
+        base = TokenSampler(do_sample=not greedy, temperature=1.5, top_k=50, eos_id=end, min_len=8,
+                            generator=torch.Generator(device="cuda").manual_seed(7))
+        sampler = _with_end_bonus(base, vocab, end, 2.5)
+
+        def force_fn(tokens, state):
+            return delay_pattern_force(tokens, state.step, state.generated, end, pad, eos,
+                                       lead.index_select(0, state.rows))
+        force_fn.graph_safe = True
+        out = generate(model, prompts, 78, prompt_lengths=lengths, sample_fn=sampler, force_fn=force_fn, eos_id=eos,
+                       pad_id=pad, memory=memory, memory_mask=memory_mask, cfg_scale=2.0, static_shapes=True,
+                       drop_finished=False, cuda_graph=how == "full_graph", steps_per_graph=4)
+        runs.append((out, sampler.generators[0].get_state()))
+    (a, ra), (b, rb) = runs
+    assert count["replays"] > 0
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.lengths, b.lengths) and torch.equal(ra, rb)
+    assert torch.equal(a.tokens[:, 1:, 0], lead[:, 1:, 0])
+    assert greedy or a.finished.any()
+
+
+@cuda
+@no_capture_fallback
+@pytest.mark.parametrize("mode", ["mixed", "interleaving_A_V", "parallel_V_A"])
+def test_song_generation_with_cuda_graphs_matches_eager(monkeypatch, mode):
+    """SongGenerator on CUDA replays the whole step (cross-attention memory, guidance, the mode's forced cells,
+    top-k sampling) from CUDA graphs: the same songs as eager decoding, over several windows."""
+    import functools
+    import audiocodec.song.generate as song_generate
+    from audiocodec.lm import generate
+    from audiocodec.song import SongGenerator, SongOptions
+    from test_song import DESCRIPTIONS, LYRICS, make_model
+    count = _count_replays(monkeypatch)
+    model = make_model(mode, window_frames=24).cuda().eval()
+    for opts in (SongOptions(duration=60 / 75, greedy=True, cfg_scale=2.0, stop_at_eos=False, context_frames=8),
+                 SongOptions(duration=60 / 75, cfg_scale=3.0, top_k=10, seed=5, context_frames=8),
+                 SongOptions(duration=40 / 75, cfg_scale=None, temperature=2.0, top_k=None, seed=1)):
+        for lyrics, descriptions in ((LYRICS, DESCRIPTIONS), (LYRICS[:1], DESCRIPTIONS[:1])):
+            # eager reference: static shapes, ended rows kept (dropping one changes the later random draws)
+            monkeypatch.setattr(song_generate, "generate",
+                                functools.partial(generate, static_shapes=True, drop_finished=False))
+            eager = SongGenerator(model, cuda_graphs=False).generate_tokens(lyrics, descriptions, options=opts)
+            monkeypatch.setattr(song_generate, "generate", generate)
+            before = count["replays"]
+            graphed = SongGenerator(model).generate_tokens(lyrics, descriptions, options=opts)
+            assert count["replays"] > before
+            for a, b in zip(eager, graphed):
+                assert all(torch.equal(a[t], b[t]) for t in a), (mode, opts, len(lyrics))
+
+
+@cuda
+@no_capture_fallback
+@pytest.mark.parametrize("steps_per_graph", [1, 2, 8])
+def test_full_step_graph_unrolled_with_an_eager_tail(monkeypatch, steps_per_graph):
+    """No EOS: every step runs; 45 steps = units of ``steps_per_graph`` replayed + the rest eagerly. Greedy
+    and seeded top-k / top-p sampling with a repetition penalty over a window: graphed = eager, generator
+    state included."""
+    from audiocodec.lm import TokenSampler, TransformerLM, generate
+    count = _count_replays(monkeypatch)
+    torch.manual_seed(0)
+    model = TransformerLM(vocab_size=500, dim=64, num_layers=2, num_heads=4, num_codebooks=2,
+                          init_std=0.1).cuda().eval()
+    prompts = torch.randint(0, 500, (2, 2, 5), device="cuda")
+    for opts in (dict(do_sample=False, repetition_penalty=2.0),
+                 dict(temperature=1.2, top_k=40, top_p=0.9, repetition_penalty=1.3, repetition_window=6)):
+        runs = []
+        for graphed in (False, True):
+            sampler = TokenSampler(generator=torch.Generator(device="cuda").manual_seed(2), **opts)
+            out = generate(model, prompts, 45, sample_fn=sampler, static_shapes=True, drop_finished=False,
+                           cuda_graph=graphed, steps_per_graph=steps_per_graph)
+            runs.append((out.tokens, sampler.generator.get_state()))
+        assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    assert count["replays"] == 2 * (45 // steps_per_graph)
+
+
+@cuda
+def test_full_step_capture_failure_falls_back_with_a_warning():
+    """A hook declared graph-safe that synchronises cannot be captured: generate warns and decodes eagerly,
+    with the same tokens."""
+    from audiocodec.lm import TransformerLM, generate
+
+    def syncing(logits, state):
+        if bool(logits.isnan().any()):       # a host synchronisation: not capturable
+            raise AssertionError
+        return logits.argmax(-1)
+    syncing.graph_safe = True
+    torch.manual_seed(0)
+    model = TransformerLM(vocab_size=40, dim=32, num_layers=2, num_heads=4, init_std=0.2).cuda().eval()
+    prompts = torch.randint(0, 40, (2, 1, 5), device="cuda")
+    expected = generate(model, prompts, 20)
+    with pytest.warns(RuntimeWarning, match="capturing"):
+        out = generate(model, prompts, 20, sample_fn=syncing, cuda_graph=True)
+    assert torch.equal(out.tokens, expected.tokens)
+
+
+@cuda
+@no_capture_fallback
+def test_tts_with_graph_safe_hooks_replays_the_whole_step(monkeypatch):
+    """TTS (its hooks are graph-safe) replays the whole step and speaks the eager tokens (greedy, seeded RAS,
+    repetition penalty + top-p)."""
+    import functools
+    import audiocodec.tts.synthesize as synth
+    from audiocodec.lm import generate
+    from audiocodec.tts import TTS, SynthesisOptions
+    count = _count_replays(monkeypatch)
+    codec, model = _tiny_tts()
+    texts = ["a short one.", "and a somewhat longer sentence here."]
+    for opts in (dict(greedy=True, min_ratio=60 / 12, max_ratio=8.0), dict(seed=3, min_ratio=2.0, max_ratio=8.0),
+                 dict(seed=4, repetition_penalty=1.5, ras=False, top_p=0.9, min_ratio=1.0, max_ratio=6.0)):
+        # eager reference: static shapes, ended rows kept (dropping one changes the later random draws)
+        monkeypatch.setattr(synth, "generate", functools.partial(generate, static_shapes=True, drop_finished=False))
+        a = TTS(model, codec, cuda_graphs=False).generate_tokens(texts, options=SynthesisOptions(**opts))
+        monkeypatch.setattr(synth, "generate", generate)
+        before = count["replays"]
+        b = TTS(model, codec, cuda_graphs=True).generate_tokens(texts, options=SynthesisOptions(**opts))
+        assert count["replays"] > before
+        assert all(torch.equal(x, y) for x, y in zip(a, b)), opts

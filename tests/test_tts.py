@@ -141,6 +141,17 @@ def test_streaming_equals_offline_and_reports_latency(trained):
     assert 0 < timings["first_chunk_s"] < timings["total_s"]
 
 
+def test_plain_layout_joins_text_pieces(trained):
+    """Text given in pieces (an iterable of str) is joined first: the same tokens as the whole str."""
+    tts = TTS.load(trained / "tts")
+    assert not tts.layout.bistream
+    text = SENTENCES[0] + " " + SENTENCES[2]
+    whole = tts.speech_tokens(text, greedy=True)
+    assert len(whole) == 1 and torch.equal(tts.generate_tokens([text], options=_greedy())[0], whole[0])
+    assert torch.equal(tts.speech_tokens(iter(text), greedy=True)[0], whole[0])
+    assert torch.equal(tts.speech_tokens(iter(text), stream=True, greedy=True)[0], whole[0])
+
+
 def test_voice_cloning_prompt_and_errors(corpus, trained):
     tts = TTS.load(trained / "tts")
     audio = tts.synthesize(SENTENCES[1], voice=corpus / "u0.wav", voice_text=SENTENCES[0], seed=0)

@@ -11,6 +11,7 @@ A training config (``recipes/tts/*.yaml``)::
       max_tokens: 12000                 # padded tokens per batch (length-bucketed dynamic batches)
       max_sequence: 2048                # longer examples are skipped (counted in the log)
       codec: wavtokenizer-75-small-mini # where synthesis loads the codec from (checked against the shards)
+      layout: {type: plain}             # or {type: bistream, text_chunk: 5, speech_chunk: 15}
     trainer: {precision: bf16, max_steps: 100000}
     optim: {main: {lr: 5.0e-4, scheduler: {type: cosine, warmup_steps: 1000}}}
 
@@ -18,6 +19,10 @@ The tokenizer is fitted on the training transcripts when it needs a vocabulary (
 saved inside the model. At every checkpoint the model is also written to ``<run_dir>/tts/`` (rank 0,
 atomically), ready for ``audiocodec.TTS.load(<run_dir>/tts)``. Fine-tuning (``--init-from`` a trained
 TTS folder) keeps that model's tokenizer and vocabulary, so a new speaker's data is read with them.
+
+``layout`` picks the sequence layout (:class:`~audiocodec.tts.layout.SequenceLayout`), recorded in the
+exported model: ``bistream`` interleaves text and speech chunks (CosyVoice 2) so the model can speak text
+that is still arriving; examples with too little speech for their text chunks are skipped (counted).
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ import torch
 from ..data.tokens import TokenShards
 from ..errors import ConfigError
 from ..tts.frontend import TextFrontend
-from ..tts.layout import IGNORE, PAD, TTSVocab, pad_batch, training_sequence
+from ..tts.layout import IGNORE, PAD, PLAIN, SequenceLayout, TTSVocab, bistream_fits, pad_batch, training_sequence
 from ..tts.model import TTSModel, load_tts, save_tts
 from .data import mix_seed
 from .task import TASKS, TokenLMTask
@@ -42,11 +47,15 @@ class _Examples(torch.utils.data.Dataset):
 
     With ``speaker_prompt_prob`` > 0, that share of the items (chosen by a fixed hash of the item index,
     among speakers with several clips) gets a speaker prompt: the first ``speaker_prompt_frames`` of
-    another clip of the same speaker, so the model learns to clone a voice from audio alone."""
+    another clip of the same speaker, so the model learns to clone a voice from audio alone. ``layout``:
+    the sequence layout; bistream skips items with too little speech for their text chunks."""
 
     def __init__(self, shards: TokenShards, frontend: TextFrontend, vocab: TTSVocab, max_sequence: int,
-                 speaker_prompt_prob: float = 0.0, speaker_prompt_frames: int = 225, seed: int = 0):
+                 speaker_prompt_prob: float = 0.0, speaker_prompt_frames: int = 225, seed: int = 0,
+                 layout: SequenceLayout = PLAIN):
         self.items, self.skipped = [], {"no text": 0, "too long": 0}
+        if layout.bistream:
+            self.skipped["too little speech for bistream"] = 0
         by_speaker: dict = {}
         for i, rec in enumerate(shards.records):
             if rec.get("speaker") is not None:
@@ -66,7 +75,10 @@ class _Examples(torch.utils.data.Dataset):
             if len(ids) + tokens.shape[-1] + tokens.shape[0] + 2 + extra > max_sequence:
                 self.skipped["too long"] += 1
                 continue
-            self.items.append(training_sequence(vocab, ids, tokens, prompt))
+            if layout.bistream and not bistream_fits(layout, len(ids), tokens.shape[-1]):
+                self.skipped["too little speech for bistream"] += 1
+                continue
+            self.items.append(training_sequence(vocab, ids, tokens, prompt, layout))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -93,6 +105,10 @@ class TTSLanguageModel(TokenLMTask):
             prompt (another clip of the same speaker, its first seconds), for cloning without transcript.
         codec: where to load the codec from at synthesis time (a path or embedded codec name); recorded
             in the model with the token folder's codec fingerprint.
+        layout: ``{type: plain}`` (default: ``[bos, text, audio_bos, speech, eos]``) or ``{type: bistream,
+            text_chunk: 5, speech_chunk: 15}`` (text and speech chunks interleaved, for streaming text
+            input; single-codebook codecs). Recorded in the exported model. With ``init_from``, default:
+            the trained model's layout.
         init_from: a trained TTS (folder or file) to fine-tune.
         export: write ``<run_dir>/tts/model.safetensors`` at each checkpoint.
     """
@@ -103,7 +119,7 @@ class TTSLanguageModel(TokenLMTask):
                  model: Optional[Mapping] = None, max_tokens: int = 8000, max_items: Optional[int] = None,
                  bucket_size: int = 1000, max_sequence: int = 2048, codec: Optional[str] = None,
                  speaker_prompt_prob: float = 0.3, speaker_prompt_seconds: float = 3.0,
-                 init_from: Optional[str] = None, export: bool = True):
+                 layout: Optional[Mapping] = None, init_from: Optional[str] = None, export: bool = True):
         self.train_dir, self.valid_dir = train, valid
         self.text_cfg = dict(text or {"tokenizer": {"type": "char"}})
         self.model_cfg = dict(model or {"dim": 256, "num_layers": 4, "num_heads": 4})
@@ -112,6 +128,7 @@ class TTSLanguageModel(TokenLMTask):
         if not 0.0 <= speaker_prompt_prob <= 1.0:
             raise ConfigError(f"task.speaker_prompt_prob must be in [0, 1], got {speaker_prompt_prob}")
         self.speaker_prompt_prob, self.speaker_prompt_seconds = float(speaker_prompt_prob), float(speaker_prompt_seconds)
+        self.layout = None if layout is None else SequenceLayout.from_config(layout, "task.layout")
         self._ctx = None
 
     def build(self, ctx):
@@ -129,10 +146,14 @@ class TTSLanguageModel(TokenLMTask):
                      "num_codebooks": int(meta["num_codebooks"])}
             codec = {**meta, "source": self.codec_source}
             self.model = TTSModel(vocab, self.model_cfg, self.frontend.to_dict(), codec)
+        if self.layout is not None:
+            self.layout.check_codebooks(self.model.vocab.num_codebooks, "task.layout")
+            self.model.layout = self.layout
+        layout = self.model.layout
         frames = int(self.speaker_prompt_seconds * float(meta["frame_rate"]))
         seed = int(ctx.config["trainer"]["seed"])
         self.train_examples = _Examples(shards, self.frontend, self.model.vocab, self.max_sequence,
-                                        self.speaker_prompt_prob, frames, seed)
+                                        self.speaker_prompt_prob, frames, seed, layout)
         if len(self.train_examples) == 0:
             raise ConfigError(f"{self.train_dir}: no usable example (skipped: {self.train_examples.skipped})")
         if any(self.train_examples.skipped.values()) and ctx.is_main:
@@ -142,7 +163,8 @@ class TTSLanguageModel(TokenLMTask):
             valid = TokenShards(self.valid_dir)
             if valid.meta["fingerprint"] != meta["fingerprint"]:
                 raise ConfigError(f"{self.valid_dir} holds tokens of another codec than {self.train_dir}")
-            self.valid_examples = _Examples(valid, self.frontend, self.model.vocab, self.max_sequence)
+            self.valid_examples = _Examples(valid, self.frontend, self.model.vocab, self.max_sequence,
+                                            layout=layout)
         return {"tts": self.model}
 
     def collate(self, items):

@@ -24,15 +24,36 @@ step ``T``), rows catch up during ``K - 1`` steps, then ``eos`` closes every row
 
 Rows ``k >= 1`` are scored only where they hold a frame; at inference the generator forces their
 ``pad`` / ``eos`` cells (:func:`delay_force`), and row 0's ``pad`` tells it where the frames end.
+
+**Bistream layout** (CosyVoice 2, for text that arrives while speaking; :class:`SequenceLayout`
+``{type: bistream, text_chunk: N, speech_chunk: M}``, one codebook only). While a whole chunk of ``N``
+text tokens remains, ``N`` text tokens and then ``M`` speech tokens alternate; the last, shorter text chunk
+(possibly empty) is followed by ``audio_bos`` and all the remaining speech, then ``eos``. The model predicts
+speech, ``eos``, and a *fill* target after each chunk's ``M`` speech tokens: ``audio_bos`` there means "I
+need more text" (CosyVoice 2's fill token; the vocabulary stays the same). As an *input*, ``audio_bos`` means
+"the text has ended". With ``N=3, M=4``, 7 text and 20 speech tokens (``t``: text, ``s``: speech, ``A``:
+``audio_bos``, ``-``: not scored)::
+
+    input   bos t1 t2 t3 s1 s2 s3 s4 t4 t5 t6 s5 s6 s7 s8 t7 A  s9  ... s20
+    target  -   -  -  s1 s2 s3 s4 A  -  -  s5 s6 s7 s8 A  -  s9 s10 ... eos
+
+An example needs at least ``M`` speech tokens per whole text chunk (``M * (n // N)``); training skips the
+others. At inference the schedule is fixed (:class:`~audiocodec.tts.bistream.BistreamFeed`): after ``M``
+sampled speech tokens the next ``N`` text tokens are fed, waiting for them if the text is still arriving;
+when the text ends, its rest and ``audio_bos`` are fed and the model speaks on until ``eos``. Voice cloning
+interleaves the reference like one longer utterance: text = reference transcript + text, speech =
+reference speech + generated speech, the prompt running up to the end of the reference speech (CosyVoice 2's
+zero-shot prompt); a speaker prompt (voice without transcript) stays in front of ``bos``.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 
 from ..errors import ConfigError
+from ..lm.patterns import delay_pattern_force
 
 PAD, BOS, EOS, AUDIO_BOS, SPEAKER = 0, 1, 2, 3, 4
 NUM_SPECIAL = 5
@@ -104,6 +125,66 @@ class TTSVocab:
         return asdict(self)
 
 
+#: The layouts :class:`SequenceLayout` knows.
+LAYOUTS = ("plain", "bistream")
+
+
+@dataclass(frozen=True)
+class SequenceLayout:
+    """How text and speech are ordered in a sequence: ``plain`` (``[bos, text, audio_bos, speech, eos]``)
+    or ``bistream`` (``text_chunk`` text tokens and ``speech_chunk`` speech tokens alternating); see the
+    module docstring."""
+    type: str = "plain"
+    text_chunk: int = 5
+    speech_chunk: int = 15
+
+    @classmethod
+    def from_config(cls, config: Optional[Mapping], where: str = "layout") -> "SequenceLayout":
+        """``{type: plain}`` (the default, also for None) or ``{type: bistream, text_chunk: 5,
+        speech_chunk: 15}``; ConfigError naming the key (``where.type``, ``where.text_chunk``, ...)."""
+        if config is None:
+            return cls()
+        if isinstance(config, SequenceLayout):
+            return config
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"{where} must be a mapping such as {{type: bistream, text_chunk: 5, speech_chunk: 15}}, "
+                              f"got {type(config).__name__}")
+        kind = config.get("type", "plain")
+        if kind not in LAYOUTS:
+            raise ConfigError(f"{where}.type: unknown layout {kind!r}; known: {', '.join(LAYOUTS)}")
+        sizes = ("text_chunk", "speech_chunk")
+        unknown = sorted(set(config) - {"type", *sizes})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown}; known: type, text_chunk, speech_chunk")
+        if kind == "plain":
+            given = [k for k in sizes if k in config]
+            if given:
+                raise ConfigError(f"{where}.{given[0]} only applies to the bistream layout (type: bistream)")
+            return cls()
+        for key in sizes:
+            value = config.get(key, getattr(cls, key))
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{where}.{key} must be a positive int, got {value!r}")
+        return cls("bistream", int(config.get("text_chunk", cls.text_chunk)),
+                   int(config.get("speech_chunk", cls.speech_chunk)))
+
+    @property
+    def bistream(self) -> bool:
+        return self.type == "bistream"
+
+    def check_codebooks(self, num_codebooks: int, where: str = "layout") -> None:
+        """ConfigError if this layout cannot hold speech of ``num_codebooks`` codebooks (bistream: one)."""
+        if self.bistream and num_codebooks != 1:
+            raise ConfigError(f"{where}.type: the bistream layout needs a single-codebook codec, this one has "
+                              f"{num_codebooks} codebooks; use {{type: plain}} (the delay pattern)")
+
+    def to_dict(self) -> dict:
+        return asdict(self) if self.bistream else {"type": "plain"}
+
+
+PLAIN = SequenceLayout()
+
+
 def speech_rows(vocab: TTSVocab, speech_tokens: torch.Tensor) -> torch.Tensor:
     """The speech part of a sequence, ``[K, T + K]`` ids: the delay pattern of ``speech_tokens [K, T]``
     (row 0's end token after its frames), then the closing ``eos`` column."""
@@ -146,11 +227,15 @@ def speaker_rows(vocab: TTSVocab, speaker_prompt: Optional[torch.Tensor]) -> Opt
 
 
 def training_sequence(vocab: TTSVocab, text_tokens: Sequence[int], speech_tokens: torch.Tensor,
-                      speaker_prompt: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      speaker_prompt: Optional[torch.Tensor] = None,
+                      layout: SequenceLayout = PLAIN) -> tuple[torch.Tensor, torch.Tensor]:
     """``(inputs [K, L-1], targets [K, L-1])`` of ``[(speaker prompt), bos, text, audio_bos, speech, eos]``
     (``L`` columns): the model reads ``inputs`` and predicts ``targets`` (the sequence shifted by one),
     which are :data:`IGNORE` except for the speech part: row 0 everywhere (frames, end token, eos), rows
-    ``k >= 1`` only where they hold a frame."""
+    ``k >= 1`` only where they hold a frame. With the bistream ``layout``: :func:`bistream_sequence` after
+    the speaker prompt, scored by :func:`bistream_targets` (speech, eos and the fill targets)."""
+    if layout.bistream:
+        return _bistream_training_sequence(vocab, layout, text_tokens, speech_tokens, speaker_prompt)
     text = vocab.text_ids(text_tokens)
     parts = [_text_rows(vocab, [torch.tensor([BOS]), text, torch.tensor([AUDIO_BOS])]),
              speech_rows(vocab, speech_tokens)]
@@ -165,6 +250,70 @@ def training_sequence(vocab: TTSVocab, text_tokens: Sequence[int], speech_tokens
         forced = (targets[1:] < vocab.speech_offset) & (targets[1:] != IGNORE)
         targets[1:][forced] = IGNORE
     return seq[:, :-1], targets
+
+
+def bistream_fits(layout: SequenceLayout, num_text: int, num_speech: int) -> bool:
+    """Whether ``num_text`` text and ``num_speech`` speech tokens make a bistream sequence: ``speech_chunk``
+    speech tokens for every whole chunk of ``text_chunk`` text tokens."""
+    return num_speech >= (num_text // layout.text_chunk) * layout.speech_chunk
+
+
+def bistream_sequence(vocab: TTSVocab, layout: SequenceLayout, text_tokens: Sequence[int],
+                      speech_tokens: torch.Tensor) -> torch.Tensor:
+    """LM ids ``[1, n + T + 3]`` of ``[bos, N text, M speech, N text, M speech, ..., rest of the text (< N),
+    audio_bos, rest of the speech, eos]`` for ``text_tokens`` (``n`` ids) and ``speech_tokens [1, T]``.
+    ValueError when the speech is too short (:func:`bistream_fits`)."""
+    layout.check_codebooks(vocab.num_codebooks)
+    text, speech = vocab.text_ids(text_tokens), vocab.speech_ids(speech_tokens)[0]
+    n, m = layout.text_chunk, layout.speech_chunk
+    whole = len(text) // n
+    if not bistream_fits(layout, len(text), len(speech)):
+        raise ValueError(f"{len(speech)} speech tokens are too few for the bistream layout: {whole} whole "
+                         f"text chunks of {n} tokens need {whole * m}")
+    parts = [torch.tensor([BOS])]
+    for j in range(whole):
+        parts += [text[j * n:(j + 1) * n], speech[j * m:(j + 1) * m]]
+    parts += [text[whole * n:], torch.tensor([AUDIO_BOS]), speech[whole * m:], torch.tensor([EOS])]
+    return torch.cat(parts)[None]
+
+
+def bistream_targets(vocab: TTSVocab, sequence: torch.Tensor) -> torch.Tensor:
+    """Targets ``[L-1]`` of a bistream ``sequence [L]`` (from ``bos``) read as inputs ``sequence[:-1]``: the
+    next token where it is speech or ``eos``; ``audio_bos`` (fill: "more text, please") after the last
+    speech token of a chunk, where text or the text-ended ``audio_bos`` comes next; :data:`IGNORE` elsewhere
+    (the text and ``audio_bos`` inputs are given, never predicted)."""
+    current, following = sequence[:-1], sequence[1:]
+    scored = (following >= vocab.speech_offset) | (following == EOS)
+    fill = (current >= vocab.speech_offset) & ~scored
+    targets = torch.full_like(following, IGNORE)
+    targets[scored] = following[scored]
+    targets[fill] = AUDIO_BOS
+    return targets
+
+
+def _bistream_training_sequence(vocab: TTSVocab, layout: SequenceLayout, text_tokens: Sequence[int],
+                                speech_tokens: torch.Tensor, speaker_prompt: Optional[torch.Tensor]
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`training_sequence` of the bistream layout: ``(inputs [1, L-1], targets [1, L-1])``."""
+    sequence = bistream_sequence(vocab, layout, text_tokens, speech_tokens)
+    targets = bistream_targets(vocab, sequence[0])[None]
+    prompt = speaker_rows(vocab, speaker_prompt)
+    if prompt is not None:                       # given, not predicted (nor is the bos after it)
+        targets = torch.cat([torch.full((1, prompt.shape[1]), IGNORE, dtype=torch.long), targets], dim=1)
+        sequence = torch.cat([prompt, sequence], dim=1)
+    return sequence[:, :-1], targets
+
+
+def split_sequence(vocab: TTSVocab, ids: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+    """``(text tokens, speech tokens [1, T])`` of a single-codebook sequence ``ids [L]`` (or ``[1, L]``) of
+    either layout: its text and speech ids in order, back in the tokenizer's and the codec's ranges. A
+    speaker prompt in front of ``bos`` is skipped; a generated continuation (no ``bos``) is read whole."""
+    ids = torch.as_tensor(ids).reshape(-1)
+    start = (ids == BOS).nonzero()
+    if len(start):
+        ids = ids[int(start[0]):]
+    text = ids[(ids >= vocab.text_offset) & (ids < vocab.speech_offset)] - vocab.text_offset
+    return text.tolist(), (ids[ids >= vocab.speech_offset] - vocab.speech_offset)[None]
 
 
 def prompt_sequence(vocab: TTSVocab, text_tokens: Sequence[int], speech_prefix: Optional[torch.Tensor] = None,
@@ -205,23 +354,12 @@ def delay_force(vocab: TTSVocab, tokens: torch.Tensor, step: int, generated: tor
     ``generated [B, K, step]``. Rows ``k >= 1`` get ``lead [K, K]`` or ``[B, K, K]`` (:func:`lead_in`) for their first
     ``k`` steps; once row 0 has emitted its end token at step ``T``, row 0 gets ``pad`` after it, row
     ``k`` gets ``pad`` from step ``T + k``, and every row ``eos`` at step ``T + K - 1``. One codebook:
-    nothing is forced."""
-    k = vocab.num_codebooks
-    if k == 1:
+    nothing is forced. Graph-safe: ``step`` may be a 0-dim device tensor with ``generated`` the fixed-size
+    buffer of :func:`~audiocodec.lm.generate` (see :func:`~audiocodec.lm.patterns.delay_pattern_force`)."""
+    if vocab.num_codebooks == 1:
         return tokens
-    tokens = tokens.clone()
     lead = lead_in(vocab) if lead is None else lead
-    for q in range(1, k):
-        if step < q:
-            tokens[:, q] = (lead[:, q, step] if lead.dim() == 3 else lead[q, step]).to(tokens.device)
-    ended = generated[:, 0] == vocab.end_token
-    has_end = ended.any(-1)
-    if bool(has_end.any()):
-        end = ended.float().argmax(-1)
-        for q in range(k):
-            tokens[has_end & (step >= end + max(q, 1)), q] = PAD
-        tokens[has_end & (step == end + k - 1)] = EOS
-    return tokens
+    return delay_pattern_force(tokens, step, generated, vocab.end_token, PAD, EOS, lead.to(tokens.device))
 
 
 def pad_batch(sequences: Sequence[torch.Tensor], value: int, left: bool = False) -> torch.Tensor:

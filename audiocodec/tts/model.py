@@ -2,7 +2,8 @@
 
 :class:`TTSModel` owns everything needed to turn text into codec tokens: the LM
 (:class:`~audiocodec.lm.TransformerLM`, one token stream per codebook), the vocabulary layout
-(:class:`~audiocodec.tts.layout.TTSVocab`), the text frontend settings (tokenizer state and language),
+(:class:`~audiocodec.tts.layout.TTSVocab`), the sequence layout (plain or bistream,
+:class:`~audiocodec.tts.layout.SequenceLayout`), the text frontend settings (tokenizer state and language),
 and which codec its speech tokens belong to (name, fingerprint, rates), so a model is never paired
 with the wrong codec.
 
@@ -21,7 +22,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..lm import TransformerLM
 from ..weights import load_model, save_model
-from .layout import IGNORE, TTSVocab
+from .layout import IGNORE, SequenceLayout, TTSVocab
 
 FORMAT = "audiocodec-tts"
 
@@ -33,11 +34,15 @@ class TTSModel(nn.Module):
         text: the text frontend: ``{"tokenizer": <tokenizer dict>, "language": "en", "normalize": true}``.
         codec: the codec of the speech tokens: ``{"model_id", "fingerprint", "sample_rate", "frame_rate",
             "cardinality"}`` and optionally ``"source"`` (where to load it from, e.g. an embedded codec name).
+        layout: ``{"type": "plain"}`` (default) or ``{"type": "bistream", "text_chunk": 5, "speech_chunk": 15}``
+            (single-codebook codecs only); stored in the config only when not plain, so plain models are
+            saved as before.
     """
 
-    def __init__(self, vocab: Mapping, lm: Mapping, text: Mapping, codec: Mapping):
+    def __init__(self, vocab: Mapping, lm: Mapping, text: Mapping, codec: Mapping, layout: Optional[Mapping] = None):
         super().__init__()
         self.vocab = TTSVocab(**vocab)
+        self.layout = layout
         if int(codec.get("cardinality", self.vocab.speech_size)) != self.vocab.speech_size:
             raise ConfigError(f"codec cardinality {codec.get('cardinality')} != vocab speech_size {self.vocab.speech_size}")
         lm = dict(lm)
@@ -48,9 +53,24 @@ class TTSModel(nn.Module):
         self.lm_config, self.text_config, self.codec_info = lm, dict(text), dict(codec)
 
     @property
+    def layout(self) -> SequenceLayout:
+        return self._layout
+
+    @layout.setter
+    def layout(self, value: Optional[Mapping]) -> None:
+        """Set from a mapping (or a :class:`SequenceLayout`); ConfigError for a bad one, or bistream with
+        several codebooks."""
+        layout = SequenceLayout.from_config(value)
+        layout.check_codebooks(self.vocab.num_codebooks)
+        self._layout = layout
+
+    @property
     def config(self) -> dict:
-        return {"vocab": self.vocab.to_dict(), "lm": self.lm_config, "text": self.text_config,
-                "codec": self.codec_info}
+        config = {"vocab": self.vocab.to_dict(), "lm": self.lm_config, "text": self.text_config,
+                  "codec": self.codec_info}
+        if self.layout.bistream:
+            config["layout"] = self.layout.to_dict()
+        return config
 
     def forward(self, inputs: torch.Tensor, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``inputs [B, K, L]`` ids (right-padded; ``padding_mask [B, L]`` True = real) -> logits ``[B, K, L, V]``."""
