@@ -25,13 +25,23 @@ WEIGHTS_NAME = "model.safetensors"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+#: state-dict key endings of the code vectors (EMA codebooks, learned codebooks): what the fingerprint hashes
+CODEBOOK_KEYS = ("codebook.embed", "codebook.weight")
+
+
+def _is_codebook(key: str) -> bool:
+    return key.startswith("quantizer.") and key.endswith(CODEBOOK_KEYS)
+
+
 def save_codec(model: Union[Codec, MelVocoder], path: Union[str, os.PathLike], dtype: Optional[str] = None) -> Path:
     """Write ``model`` as one safetensors file whose metadata holds its config.
 
     ``path`` may be a ``.safetensors`` file or a folder (``model.safetensors`` inside). The write is
     atomic (temporary file + rename). ``dtype`` (``float16`` / ``bfloat16`` / ``float32``) stores the
     floating-point tensors in that precision (half the size in 16 bits); loading casts them back to the
-    model's fp32, so a file saved in fp16 holds exactly the fp16-rounded model.
+    model's fp32, so a file saved in fp16 holds exactly the fp16-rounded model -- except the code vectors
+    (the quantizer's codebooks, :data:`CODEBOOK_KEYS`), which stay fp32: the codes, and the codebook
+    fingerprint that token files and LMs record, do not change with the storage precision.
     """
     if dtype is not None and dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
@@ -42,7 +52,8 @@ def save_codec(model: Union[Codec, MelVocoder], path: Union[str, os.PathLike], d
     kind = "vocoder" if isinstance(model, MelVocoder) else "codec"
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if dtype is not None:
-        state = {k: v.to(_DTYPES[dtype]) if v.is_floating_point() else v for k, v in state.items()}
+        state = {k: v.to(_DTYPES[dtype]) if v.is_floating_point() and not _is_codebook(k) else v
+                 for k, v in state.items()}
     meta = {"format": FORMAT, "kind": kind, "config": json.dumps(model.config)}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file(state, str(tmp), metadata=meta)
