@@ -387,3 +387,20 @@ def test_read_manifest_formats(tmp_path):
     m.write_text('{"text": "no path"}\n')
     with pytest.raises(ConfigError, match="no audio path"):
         ev.read_manifest(m)
+
+
+def test_interval_energy_contrast_follows_where_the_sound_is():
+    from audiocodec.metrics import interval_energy_contrast
+    sr = 16000
+    x = torch.zeros(4 * sr)
+    x[sr:2 * sr] = 0.3 * torch.randn(sr, generator=torch.Generator().manual_seed(0))
+    on = interval_energy_contrast(x, sr, [(1.0, 2.0)])
+    off = interval_energy_contrast(x, sr, [(2.5, 3.5)])
+    assert on > 40 and off < -10                         # loud inside the right interval, quiet inside the wrong one
+    assert interval_energy_contrast(torch.stack([x, x]), sr, [(1.0, 2.0)]) == pytest.approx(on, abs=1e-3)
+    noise = 0.1 * torch.randn(4 * sr, generator=torch.Generator().manual_seed(1))
+    assert abs(interval_energy_contrast(noise, sr, [(1.0, 2.0)])) < 1.0   # steady sound: no contrast
+    with pytest.raises(ConfigError, match="cover some but not all"):
+        interval_energy_contrast(x, sr, [(10.0, 11.0)])
+    with pytest.raises(ConfigError, match="cover some but not all"):
+        interval_energy_contrast(x, sr, [])

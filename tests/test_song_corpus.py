@@ -232,4 +232,8 @@ def test_mini_song_recipe_runs_end_to_end(corpus, tmp_path):
         assert set(item["rms"]) == {"mixture", "vocal", "accompaniment"}
         assert 0 < item["duration"] <= ref["duration"] + 1e-3
         assert math.isfinite(item["mel_distance"]["mixture"]) and item["mel_distance"]["mixture"] >= 0
+        timing = item["lyric_timing"]      # the stem check: the generated vocal stem against the note times
+        assert timing["track"] == "vocal" and math.isfinite(timing["own"]) and math.isfinite(timing["shuffled"])
+        assert timing["reference"] > 10    # the corpus' own vocal is far louder on its notes than between them
     assert set(result["summary"]["rms"]) == {"mixture", "vocal", "accompaniment"}
+    assert result["summary"]["lyric_timing"]["songs"] == len(test)

@@ -1016,6 +1016,40 @@ def extract_song_tokens(data_dir: PathLike, tokens_dir: PathLike, codec: str = "
 
 # -- generating the test songs (stage 3 of egs/mini/song/run.sh) -------------------------------------------
 
+def _note_intervals(manifest: Path, records: list[dict]) -> dict:
+    """``{id: [(start, end), ...]}`` seconds of the sung notes of each song, from the records' ``notes`` or
+    from the vocal manifest next to ``manifest`` (``test.jsonl`` -> ``test.vocal.jsonl``); songs without are left
+    out."""
+    notes = {r["id"]: r["notes"] for r in records if r.get("notes")}
+    vocal = manifest.with_name(f"{manifest.stem}.vocal.jsonl")
+    if vocal.is_file():
+        for r in read_manifest(vocal):
+            if r.get("notes") and r.get("id") not in notes:
+                notes[r["id"]] = r["notes"]
+    return {k: [(float(n["start"]), float(n["start"]) + float(n["duration"])) for n in v] for k, v in notes.items()}
+
+
+def _lyric_timing(tracks: dict, sample_rate: int, notes: dict, song_id: str, other_id: str, reference_vocal,
+                  root: Path) -> Optional[dict]:
+    """The stem check of one generated song (see :func:`generate_test_songs`); None without note times."""
+    from ..metrics.signal import interval_energy_contrast
+    if song_id not in notes or other_id not in notes or other_id == song_id:
+        return None
+    track = "vocal" if "vocal" in tracks else "mixture"
+    wav = tracks[track]
+    try:
+        out = {"track": track, "own": round(interval_energy_contrast(wav, sample_rate, notes[song_id]), 3),
+               "shuffled": round(interval_energy_contrast(wav, sample_rate, notes[other_id]), 3)}
+    except ConfigError:   # the notes cover none or all of a (short) generated song
+        return None
+    try:
+        ref, ref_sr = sf.read(str(Path(root, reference_vocal)), dtype="float32", always_2d=True)
+        out["reference"] = round(interval_energy_contrast(torch.from_numpy(ref.T), ref_sr, notes[song_id]), 3)
+    except Exception:   # no reference vocal stem: the check stands without it
+        pass
+    return out
+
+
 def _voice_prompts(records: list[dict], manifest: Path, seconds: float, how: str) -> dict:
     """A reference voice per test song: ``other``: the singing of the same singer in another song of the
     corpus (from its first note), ``self``: the song's own vocal stem, ``none``: no prompt."""
@@ -1047,7 +1081,11 @@ def generate_test_songs(manifest: PathLike, model: PathLike, out_dir: PathLike, 
     as long as the reference song, and write ``out_dir/<id>.wav`` (+ ``<id>.vocal.wav``,
     ``<id>.accompaniment.wav`` for dual-track models) and ``out_dir/metrics.json``: per song the duration, the
     RMS of the mixture and of each stem, and the log-mel distance (:func:`~audiocodec.metrics.mel_distance`,
-    over the shorter of the two) of the generated mixture (and stems) to the reference's.
+    over the shorter of the two) of the generated mixture (and stems) to the reference's; and the stem check
+    ``lyric_timing``: how much louder the generated vocal stem (the mixture for single-track modes) is while
+    the reference song sings its words than between them (:func:`~audiocodec.metrics.interval_energy_contrast`
+    over the note times of the vocal manifest, dB), against the same for the note times of another test song
+    (``shuffled``: what a voice that ignores the lyric timing gets) and for the reference vocal itself.
 
     ``voice``: ``other`` (the singer's voice from another song of the corpus, when the model takes voice
     prompts), ``self`` or ``none``. ``options``: :class:`~audiocodec.song.SongOptions` fields (``cfg_scale``,
@@ -1074,6 +1112,9 @@ def generate_test_songs(manifest: PathLike, model: PathLike, out_dir: PathLike, 
     out_dir.mkdir(parents=True, exist_ok=True)
     stems_of = {rec["id"]: {k: rec.get(k) or str(Path(rec["path"]).with_name(f"{k}.wav")) for k in STEMS}
                 for rec in records}
+    notes = _note_intervals(manifest, records)
+    ids = [r["id"] for r in records]
+    others = {a: b for a, b in zip(ids, ids[1:] + ids[:1])}   # the shuffled pairing of the stem check
     items, t0 = [], time.time()
     for i in range(0, len(records), batch_size):
         batch = records[i:i + batch_size]
@@ -1109,6 +1150,10 @@ def generate_test_songs(manifest: PathLike, model: PathLike, out_dir: PathLike, 
                 r, h = align(torch.from_numpy(ref.mean(1)), wav.float(), ref_sr, song.sample_rate)
                 if r.shape[-1] >= 2048:
                     item["mel_distance"][name] = round(float(mel_distance(r, h, ref_sr)), 4)
+            timing = _lyric_timing(tracks, song.sample_rate, notes, rec["id"], others[rec["id"]],
+                                   stems_of[rec["id"]]["vocal"], manifest.parent)
+            if timing:
+                item["lyric_timing"] = timing
             item["voice_prompt"] = rec["id"] in prompts
             items.append(item)
     summary = {"songs": len(items), "seconds": round(time.time() - t0, 2),
@@ -1116,6 +1161,12 @@ def generate_test_songs(manifest: PathLike, model: PathLike, out_dir: PathLike, 
     for key in ("rms", "mel_distance"):
         names = sorted({k for it in items for k in it[key]})
         summary[key] = {k: round(float(np.mean([it[key][k] for it in items if k in it[key]])), 6) for k in names}
+    timed = [it["lyric_timing"] for it in items if "lyric_timing" in it]
+    if timed:
+        summary["lyric_timing"] = {
+            "track": timed[0]["track"], "songs": len(timed),
+            **{k: round(float(np.mean([t[k] for t in timed if k in t])), 3) for k in ("own", "shuffled", "reference")},
+            "own_above_shuffled": round(float(np.mean([t["own"] > t["shuffled"] for t in timed])), 3)}
     result = {"model": str(model), "manifest": str(manifest), "mode": gen.model.mode, "summary": summary,
               "items": items}
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1))

@@ -8,10 +8,10 @@ folders or manifests (``audiocodec eval``).
 from .codebook import CodebookStats, bitrate_on_set, codec_bitrate
 from .evaluate import EvalResult, evaluate_dirs, evaluate_manifest, pair_files, read_manifest, summarize
 from .model_based import ModelScorer, load_model_scorer
-from .signal import (ALL_METRICS, DEFAULT_METRICS, align, is_silent, mel_distance, pesq_wb, prepare_pair, score_pair,
-                     si_sdr, stft_distance, stoi, to_mono, voicing, vuv_f1)
+from .signal import (ALL_METRICS, DEFAULT_METRICS, align, interval_energy_contrast, is_silent, mel_distance, pesq_wb,
+                     prepare_pair, score_pair, si_sdr, stft_distance, stoi, to_mono, voicing, vuv_f1)
 
 __all__ = ["CodebookStats", "bitrate_on_set", "codec_bitrate", "EvalResult", "evaluate_dirs", "evaluate_manifest",
            "pair_files", "read_manifest", "summarize", "ModelScorer", "load_model_scorer", "ALL_METRICS",
-           "DEFAULT_METRICS", "align", "is_silent", "mel_distance", "pesq_wb", "prepare_pair", "score_pair",
+           "DEFAULT_METRICS", "align", "interval_energy_contrast", "is_silent", "mel_distance", "pesq_wb", "prepare_pair", "score_pair",
            "si_sdr", "stft_distance", "stoi", "to_mono", "voicing", "vuv_f1"]

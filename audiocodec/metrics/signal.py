@@ -472,3 +472,30 @@ def score_pair(ref: ArrayLike, hyp: ArrayLike, sample_rate: int, metrics: Option
         if reasons and reasons[0]:
             notes[m] = reasons[0]
     return values, notes
+
+
+def interval_energy_contrast(x: ArrayLike, sample_rate: int, intervals: Sequence[tuple[float, float]],
+                             hop_seconds: float = 0.02, floor_db: float = -80.0) -> float:
+    """How much louder ``x`` (``[L]`` or ``[C, L]``, mixed to mono) is inside ``intervals`` than outside:
+    mean frame energy in dB over frames whose centre lies in one of the ``(start, end)`` intervals (seconds),
+    minus the mean over the other frames. Frames are ``2 * hop_seconds`` long, ``hop_seconds`` apart; energy
+    is floored at ``floor_db`` (dB re full scale) so silence counts as a level, not as minus infinity.
+
+    E.g. a sung vocal stem against its lyrics' note times: a large positive value means the voice sounds
+    where the words are and is quiet between them (the stem check of the song recipes).
+
+    Raises:
+        ConfigError: no interval, or the intervals cover none or all of the frames.
+    """
+    wav = to_mono(x).float()
+    hop = max(1, int(round(hop_seconds * sample_rate)))
+    frames = _frames(wav[None], 2 * hop, hop)[0]                                   # [F, 2 hop]
+    level = 10 * torch.log10(frames.pow(2).mean(-1).clamp_min(10 ** (floor_db / 10)))
+    centres = torch.arange(frames.shape[0], dtype=torch.float64) * hop / sample_rate
+    inside = torch.zeros(frames.shape[0], dtype=torch.bool)
+    for start, end in intervals:
+        inside |= (centres >= float(start)) & (centres < float(end))
+    if not len(intervals) or bool(inside.all()) or not bool(inside.any()):
+        raise ConfigError(f"interval_energy_contrast needs intervals that cover some but not all of the "
+                          f"{frames.shape[0]} frames ({len(intervals)} interval(s) given)")
+    return float(level[inside].mean() - level[~inside].mean())
