@@ -90,6 +90,31 @@ def test_speaker_prompt_layout_and_training(corpus, tmp_path):
     assert trainer.fit()["loss"] < 0.8 * first
 
 
+def test_continuation_examples_have_the_shape_of_a_cloning_prompt(corpus, tmp_path):
+    """continuation_prob: another clip of the speaker, text and speech, in front of the item's own, as a
+    voice-cloning prompt with a transcript has them ([bos, text_a + text_b, audio_bos, speech_a, speech_b, eos])."""
+    from audiocodec.data.tokens import TokenShards
+    config = {"name": "cont", "task": {"type": "tts_lm", "train": str(corpus / "tokens"), "speaker_prompt_prob": 0.0,
+                                       "continuation_prob": 1.0, "model": {"dim": 32, "num_layers": 1, "num_heads": 2},
+                                       "max_tokens": 8000},
+              "trainer": {"max_steps": 30, "log_every": 10, "val_every": 0, "ckpt_every": 100, "threads": 1,
+                          "progress": False, "device": "cpu"}, "optim": {"main": {"lr": 3e-3}}}
+    trainer = Trainer(config, run_dir=tmp_path / "run")
+    examples, vocab = trainer.task.train_examples, trainer.task.model.vocab
+    shards = TokenShards(corpus / "tokens")
+    assert examples.continuations == len(examples.items) == len(shards.records) == 3
+    frames = sorted(t.shape[-1] for t in shards.tokens)
+    for inputs, targets in examples.items:
+        speech = int((inputs[0] >= vocab.speech_offset).sum())
+        assert speech in {a + b for i, a in enumerate(frames) for j, b in enumerate(frames) if i != j}
+        assert int((targets[0] == EOS).sum()) == 1 and inputs[0, 0] == BOS and int((inputs[0] == AUDIO_BOS).sum()) == 1
+    first = trainer.fit(until_step=1)["loss"]
+    assert trainer.fit()["loss"] < 0.8 * first
+    bad = {**config, "task": {**config["task"], "continuation_prob": 1.5}}
+    with pytest.raises(ConfigError, match="continuation_prob"):
+        Trainer(bad, run_dir=tmp_path / "bad")
+
+
 def test_delay_layout_for_two_codebooks():
     from audiocodec.tts.layout import PAD, delay_force, lead_in, undelay
     vocab = TTSVocab(text_size=10, speech_size=5, num_codebooks=2)

@@ -12,6 +12,8 @@ A training config (``recipes/tts/*.yaml``)::
       max_sequence: 2048                # longer examples are skipped (counted in the log)
       codec: wavtokenizer-75-small-mini # where synthesis loads the codec from (checked against the shards)
       layout: {type: plain}             # or {type: bistream, text_chunk: 5, speech_chunk: 15}
+      speaker_prompt_prob: 0.3          # examples with a speaker prompt (cloning without transcript)
+      continuation_prob: 0.3            # examples after another clip of their speaker (cloning with transcript)
     trainer: {precision: bf16, max_steps: 100000}
     optim: {main: {lr: 5.0e-4, scheduler: {type: cosine, warmup_steps: 1000}}}
 
@@ -47,13 +49,19 @@ class _Examples(torch.utils.data.Dataset):
 
     With ``speaker_prompt_prob`` > 0, that share of the items (chosen by a fixed hash of the item index,
     among speakers with several clips) gets a speaker prompt: the first ``speaker_prompt_frames`` of
-    another clip of the same speaker, so the model learns to clone a voice from audio alone. ``layout``:
-    the sequence layout; bistream skips items with too little speech for their text chunks."""
+    another clip of the same speaker, so the model learns to clone a voice from audio alone. With
+    ``continuation_prob`` > 0, another share (an independent hash) is a *continuation*: another clip of the
+    same speaker, text and speech, in front of the item's own (``[bos, text_a + text_b, audio_bos, speech_a,
+    speech_b, eos]``), the shape of a voice-cloning prompt with its transcript, which the model otherwise
+    never sees in training (it then ends such prompts early); an item gets a speaker prompt or a
+    continuation, not both. ``layout``: the sequence layout; bistream skips items with too little speech for
+    their text chunks."""
 
     def __init__(self, shards: TokenShards, frontend: TextFrontend, vocab: TTSVocab, max_sequence: int,
                  speaker_prompt_prob: float = 0.0, speaker_prompt_frames: int = 225, seed: int = 0,
-                 layout: SequenceLayout = PLAIN):
+                 layout: SequenceLayout = PLAIN, continuation_prob: float = 0.0):
         self.items, self.skipped = [], {"no text": 0, "too long": 0}
+        self.continuations = 0
         if layout.bistream:
             self.skipped["too little speech for bistream"] = 0
         by_speaker: dict = {}
@@ -68,6 +76,17 @@ class _Examples(torch.utils.data.Dataset):
             ids = frontend.encode(text)
             prompt = None
             clips = by_speaker.get(rec.get("speaker"), [])
+            if len(clips) > 1 and mix_seed(seed, i, 2) % 1000 < continuation_prob * 1000:
+                other = clips[(clips.index(i) + 1 + mix_seed(seed, i, 3) % (len(clips) - 1)) % len(clips)]
+                other_text = shards.records[other].get("text")
+                if other_text:   # the other clip's text and speech in front, as a cloning prompt has them
+                    joined_ids = frontend.encode(other_text) + ids
+                    joined = torch.cat([shards.tokens[other], tokens], dim=-1)
+                    if len(joined_ids) + joined.shape[-1] + joined.shape[0] + 2 <= max_sequence and (
+                            not layout.bistream or bistream_fits(layout, len(joined_ids), joined.shape[-1])):
+                        self.items.append(training_sequence(vocab, joined_ids, joined, None, layout))
+                        self.continuations += 1
+                        continue
             if len(clips) > 1 and mix_seed(seed, i) % 1000 < speaker_prompt_prob * 1000:
                 other = clips[(clips.index(i) + 1 + mix_seed(seed, i, 1) % (len(clips) - 1)) % len(clips)]
                 prompt = shards.tokens[other][:, :speaker_prompt_frames]
@@ -101,6 +120,8 @@ class TTSLanguageModel(TokenLMTask):
         max_tokens / max_items / bucket_size: dynamic batching (see
             :class:`~audiocodec.train.data.BucketBatchSampler`).
         max_sequence: skip examples longer than this many tokens (prompt + text + speech + specials).
+        continuation_prob: share of training examples preceded by another clip of the same speaker, text and
+            speech (the shape of voice cloning with a transcript; see :class:`_Examples`).
         speaker_prompt_prob / speaker_prompt_seconds: share of training examples that get a speaker
             prompt (another clip of the same speaker, its first seconds), for cloning without transcript.
         codec: where to load the codec from at synthesis time (a path or embedded codec name); recorded
@@ -119,6 +140,7 @@ class TTSLanguageModel(TokenLMTask):
                  model: Optional[Mapping] = None, max_tokens: int = 8000, max_items: Optional[int] = None,
                  bucket_size: int = 1000, max_sequence: int = 2048, codec: Optional[str] = None,
                  speaker_prompt_prob: float = 0.3, speaker_prompt_seconds: float = 3.0,
+                 continuation_prob: float = 0.0,
                  layout: Optional[Mapping] = None, init_from: Optional[str] = None, export: bool = True):
         self.train_dir, self.valid_dir = train, valid
         self.text_cfg = dict(text or {"tokenizer": {"type": "char"}})
@@ -128,6 +150,9 @@ class TTSLanguageModel(TokenLMTask):
         if not 0.0 <= speaker_prompt_prob <= 1.0:
             raise ConfigError(f"task.speaker_prompt_prob must be in [0, 1], got {speaker_prompt_prob}")
         self.speaker_prompt_prob, self.speaker_prompt_seconds = float(speaker_prompt_prob), float(speaker_prompt_seconds)
+        if not 0.0 <= continuation_prob <= 1.0:
+            raise ConfigError(f"task.continuation_prob must be in [0, 1], got {continuation_prob}")
+        self.continuation_prob = float(continuation_prob)
         self.layout = None if layout is None else SequenceLayout.from_config(layout, "task.layout")
         self._ctx = None
 
@@ -153,11 +178,14 @@ class TTSLanguageModel(TokenLMTask):
         frames = int(self.speaker_prompt_seconds * float(meta["frame_rate"]))
         seed = int(ctx.config["trainer"]["seed"])
         self.train_examples = _Examples(shards, self.frontend, self.model.vocab, self.max_sequence,
-                                        self.speaker_prompt_prob, frames, seed, layout)
+                                        self.speaker_prompt_prob, frames, seed, layout, self.continuation_prob)
         if len(self.train_examples) == 0:
             raise ConfigError(f"{self.train_dir}: no usable example (skipped: {self.train_examples.skipped})")
         if any(self.train_examples.skipped.values()) and ctx.is_main:
             log.warning(f"{self.train_dir}: skipped {self.train_examples.skipped}")
+        if self.train_examples.continuations and ctx.is_main:
+            log.info(f"{self.train_dir}: {self.train_examples.continuations} examples continue another clip "
+                     "of their speaker (task.continuation_prob)")
         self.valid_examples = None
         if self.valid_dir:
             valid = TokenShards(self.valid_dir)
