@@ -9,12 +9,15 @@
 #
 # SONGS_DIR holds {train,valid}{,.vocal,.accompaniment}.jsonl and their audio; a missing accompaniment file is
 # rebuilt as mixture - vocal (the corpus mixes exactly so), which keeps what has to be carried small.
-# Extra --set arguments go to the song LMs; CODEC_SETS="--set k=v ..." to the codec; DEVICE (default cuda) encodes. Rejoin parts with `cat OUT_DIR/NAME-fp16.part* > NAME.safetensors`.
+# Extra --set arguments go to the song LMs; CODEC_SETS="--set k=v ..." to the codec; DEVICE (default cuda) encodes.
+# With CODEC=<codec file> and TOKENS=<token folder> (tokens made elsewhere with that codec, e.g. carried), steps
+# (1) and (2) are skipped and CODEC_MINUTES is ignored (SONGS_DIR is then unused: pass any path). Rejoin parts with `cat OUT_DIR/NAME-fp16.part* > NAME.safetensors`.
 set -u
 songs=$1 codec_minutes=$2 lm_minutes=$3 run=$4 out=$5 modes=$6
 shift 6
 source "$(dirname "$0")/setup.sh"
 mkdir -p "$out" "$run"
+if [ -z "${TOKENS:-}" ]; then   # (1) the music codec, (2) its tokens of the corpus
 python3 - "$songs" <<'PY' || exit 1
 import json, sys
 from pathlib import Path
@@ -49,10 +52,17 @@ from audiocodec.data.song_synth import extract_song_tokens
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 extract_song_tokens(sys.argv[1], sys.argv[2], codec=sys.argv[3], device=sys.argv[4], batch_size=32)' \
   "$songs" "$run/tokens" "$codec" "${DEVICE:-cuda}" > "$out/extract.log" 2>&1 || { tail "$out/extract.log"; exit 1; }
+tokens=$run/tokens
+else
+codec=${CODEC:?CODEC must name the codec of TOKENS}
+tokens=$TOKENS
+nvidia-smi dmon -s u -d 10 > "$out/dmon-song.txt" 2>&1 &
+dmon=$!
+fi
 pids=()
 for mode in $modes; do
     "${launch[@]}" recipes/song/mini.yaml --run-dir "$run/song_$mode" --set task.mode="$mode" \
-      --set task.train="$run/tokens/train" --set task.valid="$run/tokens/valid" --set task.codec="$codec" \
+      --set task.train="$tokens/train" --set task.valid="$tokens/valid" --set task.codec="$codec" \
       --set trainer.max_minutes="$lm_minutes" --set trainer.schedule_by=time --set trainer.progress=false "$@" \
       > "$out/song_$mode.out" 2>&1 &
     pids+=($!)
