@@ -68,6 +68,12 @@ def greedy_sample_fn(logits: torch.Tensor, state: StepState) -> torch.Tensor:
 greedy_sample_fn.graph_safe = True
 
 
+def use_cuda_graphs(setting: Optional[bool], device: torch.device) -> bool:
+    """Whether to decode with CUDA graphs: ``setting`` None (auto) = on a CUDA device; True only there."""
+    on_cuda = torch.device(device).type == "cuda"
+    return on_cuda if setting is None else bool(setting) and on_cuda
+
+
 def is_graph_safe(hook) -> bool:
     """Whether a ``sample_fn`` / ``force_fn`` declares itself graph-safe (an attribute ``graph_safe = True``).
 

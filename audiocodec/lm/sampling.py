@@ -281,8 +281,7 @@ class TokenSampler:
                 recent = history if self.repetition_window is None else history[:, -self.repetition_window:]
                 flat = repetition_penalty(flat, recent, self.repetition_penalty)
             elif self.repetition_window is None:
-                valid = torch.arange(history.shape[1], device=history.device) < state.step
-                flat = repetition_penalty(flat, history, self.repetition_penalty, valid=valid)
+                flat = repetition_penalty(flat, history, self.repetition_penalty, valid=state.valid_columns())
             else:
                 recent, valid = last_tokens(history, state.step, self.repetition_window)
                 flat = repetition_penalty(flat, recent, self.repetition_penalty, valid=valid)

@@ -26,7 +26,7 @@ import torch
 from ..codecs import Codec, load_codec
 from ..errors import ConfigError
 from ..lm import generate
-from ..lm.generate import StepState
+from ..lm.generate import StepState, use_cuda_graphs
 from ..lm.sampling import TokenSampler
 from .conditioners import Conditions
 from .layout import SongLayout
@@ -119,8 +119,7 @@ class SongGenerator:
 
     @property
     def _graphs(self) -> bool:
-        on_cuda = self.device.type == "cuda"
-        return on_cuda if self.cuda_graphs is None else bool(self.cuda_graphs) and on_cuda
+        return use_cuda_graphs(self.cuda_graphs, self.device)
 
     @classmethod
     def load(cls, path: Union[str, Path], codec: Union[str, Path, Codec, None] = None,

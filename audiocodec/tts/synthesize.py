@@ -34,7 +34,7 @@ import torch
 from ..codecs import DEFAULT_CODEC, Codec, load_codec
 from ..errors import ConfigError
 from ..lm import DecodeStep, generate
-from ..lm.generate import StepState
+from ..lm.generate import StepState, use_cuda_graphs
 from ..lm.sampling import TokenSampler
 from .bistream import BistreamFeed, BistreamHooks, KnownText, TextSource
 from .frontend import TextFrontend
@@ -94,8 +94,7 @@ class TTS:
 
     @property
     def _graphs(self) -> bool:
-        on_cuda = self.device.type == "cuda"
-        return on_cuda if self.cuda_graphs is None else bool(self.cuda_graphs) and on_cuda
+        return use_cuda_graphs(self.cuda_graphs, self.device)
 
     @classmethod
     def load(cls, path: Union[str, Path], codec: Union[str, Path, Codec, None] = None,
@@ -147,10 +146,11 @@ class TTS:
             raise ConfigError(f"the text {sentence!r} gives no tokens after normalisation")
         return ids
 
-    def _prompts(self, sentences: Sequence[str], voice_tokens, voice_text, opts: "SynthesisOptions"
+    def _prompts(self, sentences: Sequence[str], reference
                  ) -> tuple[list[torch.Tensor], list[int], Optional[torch.Tensor]]:
-        """``(prompts [K, L_i], text lengths, speech prefix)`` of the plain layout (see :meth:`_reference`)."""
-        prefix, prefix_ids, speaker = self._reference(voice_tokens, voice_text, opts)
+        """``(prompts [K, L_i], text lengths, speech prefix)`` of the plain layout; ``reference``:
+        :meth:`_reference` of the voice."""
+        prefix, prefix_ids, speaker = reference
         prompts, text_lengths = [], []
         for s in sentences:
             ids = self._encode(s)
@@ -193,11 +193,10 @@ class TTS:
         """Speech tokens ``[K, T_i]`` of each sentence (generated together, one batch; with the bistream
         layout each sentence is one utterance, its whole text known)."""
         opts = options or SynthesisOptions()
-        voice_tokens = self._voice_tokens(voice)
+        reference = self._reference(self._voice_tokens(voice), voice_text, opts)
         if self.layout.bistream:
-            return self._bistream_tokens([self._encode(s) for s in sentences],
-                                         self._reference(voice_tokens, voice_text, opts), opts)
-        prompts, text_lengths, prefix = self._prompts(sentences, voice_tokens, voice_text, opts)
+            return self._bistream_tokens([self._encode(s) for s in sentences], reference, opts)
+        prompts, text_lengths, prefix = self._prompts(sentences, reference)
         lengths = torch.tensor([p.shape[-1] for p in prompts])
         text_lengths = torch.tensor(text_lengths)
         k = self.vocab.num_codebooks
@@ -217,23 +216,40 @@ class TTS:
         :meth:`synthesize` turns into audio: generated as one batch, or (``stream=True``) step by step as
         in streaming synthesis, reading the text as it arrives."""
         opts = SynthesisOptions(**options)
-        if self.layout.bistream:
-            reference = self._reference(self._voice_tokens(voice), voice_text, opts)
-            utterances = self.frontend.stream(text, opts.max_text_tokens)
-            if stream:
-                tokens = [self._last(self._bistream_token_stream(u, reference, opts)) for u in utterances.utterances()]
-            else:
-                texts = utterances.token_lists()
-                tokens = self._bistream_tokens(texts, reference, opts) if texts else []
-        else:
-            sentences = self.frontend.split(_joined(text), opts.max_chars)
-            if stream:
-                tokens = [self._last(self._token_stream(s, voice, voice_text, opts)) for s in sentences]
-            else:
-                tokens = self.generate_tokens(sentences, voice, voice_text, opts) if sentences else []
+        if not stream:
+            return self._offline_tokens(text, voice, voice_text, opts)
+        tokens = [self._last(s) for s in self._utterance_streams(text, voice, voice_text, opts)]
         if not tokens:
             raise ConfigError("nothing to say: the text is empty after normalisation")
         return tokens
+
+    def _offline_tokens(self, text: Text, voice, voice_text, opts: SynthesisOptions) -> list[torch.Tensor]:
+        """Every utterance's speech tokens ``[K, T_i]``, generated as one batch."""
+        if self.layout.bistream:
+            reference = self._reference(self._voice_tokens(voice), voice_text, opts)
+            texts = self.frontend.stream(text, opts.max_text_tokens).token_lists()
+            tokens = self._bistream_tokens(texts, reference, opts) if texts else []
+        else:
+            sentences = self.frontend.split(_joined(text), opts.max_chars)
+            tokens = self.generate_tokens(sentences, voice, voice_text, opts) if sentences else []
+        if not tokens:
+            raise ConfigError("nothing to say: the text is empty after normalisation")
+        return tokens
+
+    def _utterance_streams(self, text: Text, voice, voice_text, opts: SynthesisOptions
+                           ) -> Iterator[Iterator[torch.Tensor]]:
+        """Each utterance's growing speech tokens, decoded step by step (streaming); the voice is encoded
+        once. Raises ConfigError at once when a str (or, with the plain layout, any text) is empty."""
+        reference = self._reference(self._voice_tokens(voice), voice_text, opts)
+        if self.layout.bistream:
+            if isinstance(text, str) and not self.frontend.split(text, opts.max_chars):
+                raise ConfigError("nothing to say: the text is empty after normalisation")
+            utterances = self.frontend.stream(text, opts.max_text_tokens).utterances()
+            return (self._bistream_token_stream(u, reference, opts) for u in utterances)
+        sentences = self.frontend.split(_joined(text), opts.max_chars)
+        if not sentences:
+            raise ConfigError("nothing to say: the text is empty after normalisation")
+        return (self._token_stream(s, reference, opts) for s in sentences)
 
     @staticmethod
     def _last(token_stream: Iterator[torch.Tensor]) -> torch.Tensor:
@@ -281,14 +297,9 @@ class TTS:
         are joined first; with the bistream layout they are read as they come, and with ``stream=True``
         speech starts before the text has ended (see the module docstring)."""
         opts = SynthesisOptions(**options)
-        if self.layout.bistream:
-            return self._synthesize_bistream(text, voice, voice_text, stream, opts)
-        sentences = self.frontend.split(_joined(text), opts.max_chars)
-        if not sentences:
-            raise ConfigError("nothing to say: the text is empty after normalisation")
         if stream:
-            return self._stream((self._token_stream(s, voice, voice_text, opts) for s in sentences), opts)
-        return self._join_audio(self.generate_tokens(sentences, voice, voice_text, opts), opts)
+            return self._stream(self._utterance_streams(text, voice, voice_text, opts), opts)
+        return self._join_audio(self._offline_tokens(text, voice, voice_text, opts), opts)
 
     def synthesize_batch(self, texts: Sequence[str], **options) -> list[torch.Tensor]:
         """Several independent texts (each one sentence group), generated in one batch."""
@@ -340,11 +351,10 @@ class TTS:
             logits = step_fn(token[:, :, None])
 
     @torch.inference_mode()
-    def _token_stream(self, sentence: str, voice, voice_text, opts: SynthesisOptions) -> Iterator[torch.Tensor]:
+    def _token_stream(self, sentence: str, reference, opts: SynthesisOptions) -> Iterator[torch.Tensor]:
         """The growing speech tokens ``[K, n]`` (complete frames) of one sentence, every ``chunk_frames``
-        steps and at the end (plain layout)."""
-        voice_tokens = self._voice_tokens(voice)
-        prompts, text_lengths, prefix = self._prompts([sentence], voice_tokens, voice_text, opts)
+        steps and at the end (plain layout; ``reference``: :meth:`_reference` of the voice)."""
+        prompts, text_lengths, prefix = self._prompts([sentence], reference)
         text_len = torch.tensor(text_lengths)
         k = self.vocab.num_codebooks
         max_new = int(text_len[0] * opts.max_ratio) + k
@@ -358,20 +368,6 @@ class TTS:
         yield undelay(self.vocab, generated[0].cpu())[:, :cap]
 
     # -- the bistream layout -----------------------------------------------------------------------------
-    def _synthesize_bistream(self, text: Text, voice, voice_text, stream: bool, opts: SynthesisOptions):
-        """:meth:`synthesize` with the bistream layout: the text read through a TextStream."""
-        if isinstance(text, str) and not self.frontend.split(text, opts.max_chars):
-            raise ConfigError("nothing to say: the text is empty after normalisation")
-        reference = self._reference(self._voice_tokens(voice), voice_text, opts)
-        utterances = self.frontend.stream(text, opts.max_text_tokens)
-        if stream:
-            return self._stream((self._bistream_token_stream(u, reference, opts) for u in utterances.utterances()),
-                                opts)
-        texts = utterances.token_lists()
-        if not texts:
-            raise ConfigError("nothing to say: the text is empty after normalisation")
-        return self._join_audio(self._bistream_tokens(texts, reference, opts), opts)
-
     def _feed(self, text: TextSource, reference, opts: SynthesisOptions, max_text: Optional[int] = None
               ) -> BistreamFeed:
         prefix, prefix_ids, _ = reference
