@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import functools
+from typing import Callable, Optional
 
 from audiocodec.lm.transformer import RMSNorm
 
 
 def add_decoding_args(p: argparse.ArgumentParser) -> None:
     """``--modes`` (eager / graphs), ``--norm`` (RMSNorm kernels), ``--steps-per-graph``, ``--json``."""
-    p.add_argument("--modes", nargs="+", default=None, choices=["eager", "graphs"],
-                   help="decoding: eager, or the whole step replayed from CUDA graphs (default: both on CUDA, "
-                        "eager on CPU)")
+    p.add_argument("--modes", nargs="+", default=None, choices=["eager", "graphs", "compiled"],
+                   help="decoding: eager, the whole step replayed from CUDA graphs, or compiled (graphs of the "
+                        "step's torch.compile'd halves: generate(compile_step=True)) (default: eager and graphs on "
+                        "CUDA, eager on CPU)")
     p.add_argument("--norm", choices=["auto", "fused", "elementwise"], default="auto",
                    help="RMSNorm kernels: PyTorch's fused rms_norm or the elementwise path (auto: fused on CUDA)")
     p.add_argument("--steps-per-graph", type=int, nargs="+", default=[1],
@@ -21,3 +24,16 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
 def apply_norm(args: argparse.Namespace) -> None:
     """Set :attr:`RMSNorm.fused` from ``--norm``."""
     RMSNorm.fused = {"auto": None, "fused": True, "elementwise": False}[args.norm]
+
+
+def decoding_runs(args: argparse.Namespace, on_cuda: bool) -> list[tuple[str, Optional[int]]]:
+    """``(mode, steps_per_graph)`` of every row to measure (steps None for eager)."""
+    modes = args.modes or (["eager", "graphs"] if on_cuda else ["eager"])
+    return [(m, s) for m in modes for s in (args.steps_per_graph if m != "eager" else [None])]
+
+
+def mode_generate(plain: Callable, mode: str, steps: Optional[int]) -> Callable:
+    """``generate`` as ``mode`` runs it (swapped into the module that calls it)."""
+    if mode == "eager":
+        return plain
+    return functools.partial(plain, steps_per_graph=steps, compile_step=mode == "compiled")

@@ -21,7 +21,6 @@ capture included). Prints a table; ``--json`` writes it.
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import json
 import sys
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from audiocodec.config import load_yaml  # noqa: E402
-from decoding_args import add_decoding_args, apply_norm  # noqa: E402
+from decoding_args import add_decoding_args, apply_norm, decoding_runs, mode_generate  # noqa: E402
 from audiocodec.song import SongGenerator, SongModel, SongOptions, fit_text_config, load_song  # noqa: E402
 
 song_generate = importlib.import_module("audiocodec.song.generate")   # its generate is swapped per --steps-per-graph
@@ -89,18 +88,16 @@ def main(argv=None) -> int:
     model = model.float().eval()
     model.lm.to(dtype)    # the decoder in --dtype; the conditioners (run once per song) stay in fp32
     layout = model.layout
-    modes = args.modes or (["eager", "graphs"] if device.type == "cuda" else ["eager"])
     steps_per_second = model.frame_rate * layout.frame_columns
     print(f"mode {layout.mode}: {layout.rows} rows, {layout.frame_columns} column(s) per frame, "
           f"{steps_per_second:.0f} decoding steps per second of audio; window {model.window_frames} frames; "
           f"LM {sum(p.numel() for p in model.lm.parameters()) / 1e6:.1f}M parameters")
     rows = []
     plain_generate = song_generate.generate
-    for mode, steps in [(m, s) for m in modes for s in (args.steps_per_graph if m == "graphs" else [None])]:
-        gen = SongGenerator(model, cuda_graphs=mode == "graphs")
-        song_generate.generate = plain_generate if steps is None else functools.partial(plain_generate,
-                                                                                        steps_per_graph=steps)
-        mode = mode if steps is None else f"graphs/{steps}"
+    for mode, steps in decoding_runs(args, device.type == "cuda"):
+        gen = SongGenerator(model, cuda_graphs=mode != "eager")
+        song_generate.generate = mode_generate(plain_generate, mode, steps)
+        mode = mode if steps is None else f"{mode}/{steps}"
         for batch in args.batch_sizes:
             opts = dict(cfg_scale=args.cfg_scale, top_k=args.top_k, seed=0, stop_at_eos=False)
             gen.generate_tokens([LYRICS] * batch, [DESCRIPTION] * batch,

@@ -20,7 +20,6 @@ replayed from a graph).
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import json
 import sys
@@ -34,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import audiocodec  # noqa: E402
 from audiocodec.config import load_yaml  # noqa: E402
-from decoding_args import add_decoding_args, apply_norm  # noqa: E402
+from decoding_args import add_decoding_args, apply_norm, decoding_runs, mode_generate  # noqa: E402
 from audiocodec.text.tokenizers import build_tokenizer  # noqa: E402
 from audiocodec.tts import TTS, SynthesisOptions, TTSModel, load_tts  # noqa: E402
 
@@ -75,15 +74,12 @@ def main(argv=None) -> int:
         recipe = load_yaml(ROOT / "recipes" / "tts" / "mini.yaml")["task"]
         model = random_model(codec, recipe["text"], recipe["model"]).to(device)
     model = model.to(dtype).eval()
-    modes = args.modes or (["eager", "graphs"] if device.type == "cuda" else ["eager"])
     text = "the quick brown fox jumps over the lazy dog"
     rows, first_chunk = [], {}
-    runs = [(m, s) for m in modes for s in (args.steps_per_graph if m == "graphs" else [None])]
     plain_generate = synthesize.generate
-    for mode, steps in runs:
+    for mode, steps in decoding_runs(args, device.type == "cuda"):
         tts = TTS(model, codec, cuda_graphs=mode != "eager")
-        synthesize.generate = plain_generate if steps is None else functools.partial(plain_generate,
-                                                                                     steps_per_graph=steps)
+        synthesize.generate = mode_generate(plain_generate, mode, steps)
         mode = mode if steps is None else f"{mode}/{steps}"
         ratio = args.tokens / len(tts.frontend.encode(text))
         opts = dict(min_ratio=ratio, max_ratio=ratio, seed=0)

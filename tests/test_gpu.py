@@ -212,6 +212,35 @@ def test_full_step_graph_matches_eager_tts_like(monkeypatch, mode, dtype, steps_
 
 @cuda
 @no_capture_fallback
+@pytest.mark.parametrize("steps_per_graph", [1, 8])
+def test_compiled_full_step_graph_matches_eager(monkeypatch, steps_per_graph):
+    """generate(compile_step=True) with CUDA graphs (the step's halves through torch.compile, then captured):
+    the eager loop's tokens, lengths and random draws (TTS-like hooks, fp32, rows ending apart)."""
+    import torch._dynamo
+    from audiocodec.lm import TransformerLM, generate, left_padding_mask
+    count = _count_replays(monkeypatch)
+    vocab, offset, end = 4200, 104, 2
+    torch.manual_seed(0)
+    model = TransformerLM(vocab_size=vocab, dim=64, num_layers=2, num_heads=4, init_std=0.05).cuda().eval()
+    lengths = torch.tensor([9, 4, 7], device="cuda")
+    prompts = torch.randint(0, vocab, (3, 1, 9), device="cuda").masked_fill(~left_padding_mask(lengths, 9)[:, None], 0)
+    min_len = torch.tensor([30, 60, 10], device="cuda")
+    runs = []
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        fn = _tts_like_hooks(vocab, offset, end, min_len, 3)
+        out = generate(model, prompts, 150, prompt_lengths=lengths, sample_fn=fn, eos_id=end, pad_id=0,
+                       static_shapes=True, drop_finished=False, cuda_graph=compiled, compile_step=compiled,
+                       steps_per_graph=steps_per_graph)
+        runs.append((out, fn.generators[0].get_state()))
+    (ref, ref_rng), (out, rng) = runs
+    assert count["replays"] > 0 and ref.tokens.unique().numel() > 20
+    assert torch.equal(out.tokens, ref.tokens) and torch.equal(out.lengths, ref.lengths)
+    assert torch.equal(out.finished, ref.finished) and torch.equal(rng, ref_rng)
+
+
+@cuda
+@no_capture_fallback
 @pytest.mark.parametrize("greedy", [True, False])
 def test_full_step_graph_matches_eager_delay_pattern(monkeypatch, greedy):
     """Three streams with cross-attention memory, guidance and the TTS delay pattern's forced cells

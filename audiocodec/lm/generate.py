@@ -187,7 +187,7 @@ class _FixedDecoder:
 
     def __init__(self, model: TransformerLM, cache: KVCache, logits: torch.Tensor, *, batch: int,
                  max_new_tokens: int, sample_fn: SampleFn, force_fn: Optional[ForceFn], eos_id: Optional[int],
-                 eos_stream: Optional[int], pad_id: int, cfg_scale: Optional[float]):
+                 eos_stream: Optional[int], pad_id: int, cfg_scale: Optional[float], compile_step: bool = False):
         device = logits.device
         streams = logits.shape[1]
         self.model, self.cache = model, cache
@@ -201,9 +201,19 @@ class _FixedDecoder:
         self.rows = torch.arange(batch, device=device)
         self.graph = None
         self.graph_steps = 0
+        self.pick, self.feed = self._pick, self._feed
+        if compile_step:   # fused kernels; compiled at the first step (or the warm-up before a capture)
+            self.pick = torch.compile(self._pick)
+            self.feed = torch.compile(self._feed)
 
     def _step(self, logits: torch.Tensor, feed: bool) -> Optional[torch.Tensor]:
         """One step from ``logits [B', K, V]``; returns the next logits (None without ``feed``)."""
+        tokens = self.pick(logits)
+        return self.feed(tokens) if feed else None
+
+    def _pick(self, logits: torch.Tensor) -> torch.Tensor:
+        """The tokens ``[B, K]`` of this step from ``logits [B', K, V]``, written to ``out`` with the EOS
+        bookkeeping; advances ``step``."""
         if self.cfg_scale is not None:
             half = logits.shape[0] // 2
             logits = classifier_free_guidance(logits[:half], logits[half:], self.cfg_scale)
@@ -220,10 +230,12 @@ class _FixedDecoder:
             self.lengths.copy_(torch.where(hit & ~ended, self.step, self.lengths))
             self.finished.copy_(ended | hit)
         self.step += 1
-        if not feed:
-            return None
-        feed_tokens = torch.cat([tokens, tokens]) if self.cfg_scale is not None else tokens
-        return self.model(feed_tokens[:, :, None], cache=self.cache)[:, :, -1]
+        return tokens
+
+    def _feed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The model reads this step's ``tokens [B, K]`` (both halves with CFG) -> the next logits."""
+        tokens = torch.cat([tokens, tokens]) if self.cfg_scale is not None else tokens
+        return self.model(tokens[:, :, None], cache=self.cache)[:, :, -1]
 
     def _run_steps(self, n: int, feed_last: bool = True):
         """``n`` steps from the logits buffer; the last one feeds the model (and refills the buffer) only
@@ -346,7 +358,8 @@ def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
              pad_id: int = 0, memory: Optional[torch.Tensor] = None, memory_mask: Optional[torch.Tensor] = None,
              cfg_scale: Optional[float] = None, check_every: int = 8, drop_finished: bool = True,
              static_shapes: bool = False, cache_dtype: Optional[torch.dtype] = None,
-             cuda_graph: bool = False, steps_per_graph: int = 1, _graph_step: bool = False) -> Generation:
+             cuda_graph: bool = False, steps_per_graph: int = 1, compile_step: bool = False,
+             _graph_step: bool = False) -> Generation:
     """Continue ``prompt [B, K, T]`` by up to ``max_new_tokens`` tokens per stream.
 
     prompt_lengths: ``[B]`` real tokens of each prompt, which sit at the *end* of its row (left
@@ -373,6 +386,10 @@ def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
         capture costs about as much host time as running its steps eagerly, and the last
         ``max_new_tokens mod steps_per_graph`` steps run eagerly, so few is cheap; more saves only the
         graph launches in between.
+    compile_step: with the graph-safe loop (``cuda_graph`` with graph-safe hooks, or ``_graph_step``), run
+        its two halves -- sampling with the bookkeeping, and the model step -- through ``torch.compile``
+        (fused kernels: fewer launches per replayed step; the first call compiles, which takes a while).
+        Ignored by the eager loop.
     _graph_step: run the graph-safe loop (fixed-size buffers, ``state.step`` a device tensor) without
         capturing it, e.g. on the CPU, to test that it matches the eager loop; needs graph-safe hooks.
     """
@@ -408,7 +425,7 @@ def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
     if _graph_step and not hooks_graph_safe:
         raise ValueError("generate(_graph_step=True) needs graph-safe sample_fn / force_fn (graph_safe = True)")
     fixed = _graph_step or (cuda_graph and hooks_graph_safe)
-    if cuda_graph:
+    if cuda_graph or (fixed and compile_step):   # one shape for every step: replayable, compiled once
         static_shapes, drop_finished = True, False
     was_training = model.training
     model.eval()
@@ -420,7 +437,7 @@ def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
         if fixed:
             decoder = _FixedDecoder(model, cache, logits, batch=batch, max_new_tokens=max_new_tokens,
                                     sample_fn=sample_fn, force_fn=force_fn, eos_id=eos_id, eos_stream=eos_stream,
-                                    pad_id=pad_id, cfg_scale=cfg_scale)
+                                    pad_id=pad_id, cfg_scale=cfg_scale, compile_step=compile_step)
             steps_run = decoder.run(check_every, cuda_graph, steps_per_graph)
             return Generation(decoder.out[:, :, :steps_run], decoder.lengths.clamp(max=steps_run), decoder.finished)
         step_fn = DecodeStep(model, cache, cuda_graph)

@@ -116,10 +116,7 @@ class KVCache:
             raise ValueError(f"KVCache.append: expected a bool mask [B={self.batch_size}, T], "
                              f"got {valid.dtype} {tuple(valid.shape)}")
         num_tokens = valid.shape[1]
-        if self.length + num_tokens > self.max_len:
-            raise CacheOverflowError(
-                f"KV cache full: {self.length} slots used + {num_tokens} new > max_len={self.max_len}; "
-                f"allocate the cache with a larger max_len (prompt length + max new tokens)")
+        start = self._reserve(num_tokens)
         counts = valid.long().cumsum(-1)
         positions = torch.where(valid, self.next_position[:, None] + counts - 1, -1)
         if self.static_shapes:   # device-side slot: no Python number reaches the kernels (CUDA graphs)
@@ -127,11 +124,23 @@ class KVCache:
             self.key_valid.index_copy_(1, slots, valid)
             self.slot += num_tokens
         else:
-            slots = torch.arange(self.length, self.length + num_tokens, device=self.key_valid.device)
-            self.key_valid[:, self.length:self.length + num_tokens] = valid
+            slots = torch.arange(start, start + num_tokens, device=self.key_valid.device)
+            self.key_valid[:, start:start + num_tokens] = valid
         self.next_position += counts[:, -1]
-        self.length += num_tokens
         return slots, positions
+
+    @torch.compiler.disable
+    def _reserve(self, num_tokens: int) -> int:
+        """The host side of :meth:`append`: check that ``num_tokens`` more slots fit, count them in ``length``
+        and return the first one. Never compiled: a Python number that changes every step would make
+        ``torch.compile`` specialise on it and recompile each step."""
+        if self.length + num_tokens > self.max_len:
+            raise CacheOverflowError(
+                f"KV cache full: {self.length} slots used + {num_tokens} new > max_len={self.max_len}; "
+                f"allocate the cache with a larger max_len (prompt length + max new tokens)")
+        start = self.length
+        self.length += num_tokens
+        return start
 
     @property
     def has_memory(self) -> bool:
