@@ -8,10 +8,12 @@
 #   benchmarks/device/song_pipeline.sh SONGS_DIR CODEC_MINUTES LM_MINUTES RUN_DIR OUT_DIR "MODE ..." [--set ...]
 #
 # SONGS_DIR holds {train,valid}{,.vocal,.accompaniment}.jsonl and their audio; a missing accompaniment file is
-# rebuilt as mixture - vocal (the corpus mixes exactly so), which keeps what has to be carried small.
+# rebuilt as mixture - vocal (the corpus mixes exactly so), a missing mixture as vocal + accompaniment (the stems
+# carried as Opus by pack_song_stems.py), which keeps what has to be carried small.
 # Extra --set arguments go to the song LMs; CODEC_SETS="--set k=v ..." to the codec; DEVICE (default cuda) encodes.
-# With CODEC=<codec file> and TOKENS=<token folder> (tokens made elsewhere with that codec, e.g. carried), steps
-# (1) and (2) are skipped and CODEC_MINUTES is ignored (SONGS_DIR is then unused: pass any path). Rejoin parts with `cat OUT_DIR/NAME-fp16.part* > NAME.safetensors`.
+# With CODEC=<codec file>, step (1) is skipped and CODEC_MINUTES ignored: the corpus is encoded with that codec;
+# with TOKENS=<token folder> too (tokens made elsewhere with that codec, e.g. carried), step (2) is skipped as well
+# (SONGS_DIR is then unused: pass any path). Rejoin parts with `cat OUT_DIR/NAME-fp16.part* > NAME.safetensors`.
 set -u
 songs=$1 codec_minutes=$2 lm_minutes=$3 run=$4 out=$5 modes=$6
 shift 6
@@ -30,10 +32,16 @@ for split in ("train", "valid"):
         for line in open(songs / name):
             r = json.loads(line)
             path = songs / r["path"]
+            stem = lambda name: next(path.parent.glob(name + ".*"))
             if kind == "accompaniment" and not path.exists():   # mixture = accompaniment + vocal
-                mix, sr = sf.read(str(path.with_name("mixture" + path.suffix)), dtype="int32")
-                voc, _ = sf.read(str(path.with_name("vocal" + path.suffix)), dtype="int32")
+                mix, sr = sf.read(str(stem("mixture")), dtype="int32")
+                voc, _ = sf.read(str(stem("vocal")), dtype="int32")
                 sf.write(str(path), ((mix - voc) >> 16).astype("int16"), sr, subtype="PCM_16")
+            if kind == "mixture" and not path.exists():   # the stems were carried (lossy): their sum
+                voc, sr = sf.read(str(stem("vocal")), dtype="float32")
+                acc, _ = sf.read(str(stem("accompaniment")), dtype="float32")
+                n = min(len(voc), len(acc))
+                sf.write(str(path), voc[:n] + acc[:n], sr, subtype="FLOAT")
             if split == "train":
                 rows.append({**r, "id": f"{r['id']}.{kind}", "path": str(path)})
 with open(songs / "codec_train.jsonl", "w") as f:
@@ -42,11 +50,15 @@ print(f"codec training manifest: {len(rows)} clips")
 PY
 nvidia-smi dmon -s u -d 10 > "$out/dmon-song.txt" 2>&1 &
 dmon=$!
+if [ -z "${CODEC:-}" ]; then
 "${launch[@]}" recipes/codec/music_rvq_40_small.yaml --run-dir "$run/codec_run" \
   --set task.data.train="$songs/codec_train.jsonl" --set task.data.valid="$songs/valid.jsonl" \
   --set trainer.max_minutes="$codec_minutes" --set trainer.progress=false ${CODEC_SETS:-} || exit 1
 cp "$run/codec_run/train.log" "$out/codec-train.log"
 codec=$run/codec_run/codec
+else
+codec=$CODEC
+fi
 python3 -c 'import sys, logging
 from audiocodec.data.song_synth import extract_song_tokens
 logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -70,8 +82,10 @@ done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 kill "$dmon"
+if [ -z "${CODEC:-}" ]; then   # the codec trained here
 python3 -m audiocodec convert "$codec" "$out/codec-fp16.safetensors" --dtype float16 --overwrite &&
   split -b 15M -d "$out/codec-fp16.safetensors" "$out/codec-fp16.part" && rm "$out/codec-fp16.safetensors"
+fi
 for mode in $modes; do
     cp "$run/song_$mode/train.log" "$out/song_$mode.log"
     for name in song best; do   # the final model, and the best by validation loss (trainer.best_metric)
