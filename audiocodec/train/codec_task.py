@@ -385,6 +385,8 @@ class CodecGAN(Task):
         elif self.loss.weights.get("distillation"):
             raise ConfigError("task.loss.weights.distillation is set but there is no task.distillation (teachers "
                               "and their features)")
+        else:   # a zero weight without distillation (a recipe's distillation switched off): no such term
+            self.loss.weights.pop("distillation", None)
         self.val_mel = MelLoss(sample_rate=sr).to(ctx.device)  # WavTokenizer's mel L1: comparable across recipes
         self.monitor_mel = None if self.loss.mel is not None else self.val_mel
         modules: dict[str, nn.Module] = {"codec": self.codec}
