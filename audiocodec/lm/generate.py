@@ -166,7 +166,7 @@ class DecodeStep:
                 restore()
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.logits = self.model(self.tokens, cache=cache)[:, :, -1]
         restore()
 
@@ -290,7 +290,7 @@ class _FixedDecoder:
                 graph.register_generator_state(g)
             torch.cuda.synchronize(device)
             with torch.cuda.stream(side):
-                graph.capture_begin()
+                graph.capture_begin(capture_error_mode="thread_local")   # other threads (compile workers) may call CUDA meanwhile
                 try:
                     self._run_steps(n)
                 except BaseException:

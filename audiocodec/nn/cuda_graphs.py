@@ -48,7 +48,7 @@ class CUDAGraphCache:
                 self.fn(static_in)
         torch.cuda.current_stream(x.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_out = self.fn(static_in)
         return graph, static_in, static_out
 
