@@ -206,6 +206,10 @@ def test_bad_configs_are_named(corpus, caches, tmp_path):
               loss={**LOSS, "weights": {"mel": 45, "commitment": 10}})
     with pytest.raises(ConfigError, match="no task.distillation"):
         build(None)
+    # a recipe's distillation switched off (`--set task.distillation=null --set task.loss.weights.distillation=0`)
+    off = build(None, loss={**LOSS, "weights": {**LOSS["weights"], "distillation": 0}})
+    off.fit()
+    assert off.history and not any(k.startswith("gen/distillation") for h in off.history for k in h)
     with pytest.raises(ConfigError, match="no semantic head"):
         build({"preset": "speechtokenizer", "features": {"speech": speech}}, codec="encodec-24k",
               codec_overrides={"num_codebooks": 2, "encoder": {"n_filters": 4, "dimension": 16, "lstm": 1},

@@ -19,6 +19,7 @@
 #
 # Extra --set arguments go to both codec runs; ASR_SETS="--set k=v ..." to the teacher's training.
 # TEACHER=<folder> (a ctc_asr export, e.g. an earlier RUN_DIR/asr/best) skips (1); ASR_MINUTES is then ignored.
+# LIVE_TEACHER=1: no feature cache (step 2 skipped); the SM run runs the teacher on each batch itself.
 # METRICS: the metrics of `audiocodec eval` (default its own: e.g. leave pesq out where the package is missing);
 # SAVE_AUDIO=1 keeps the resynthesised valid clips in RUN_DIR/<name>/decode (to score them elsewhere).
 # DEVICE (default cuda): features, eval and probe; WORKERS (default 4): data loaders of each codec run and
@@ -59,8 +60,12 @@ dim=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1] + "/config.
     "$teacher") || fail "step 1: no teacher model in $teacher (config.json with hidden_size)"
 stamp "teacher $teacher (hidden size $dim)"
 
-# (2) its features of train + valid (resumable: a second run computes only what is missing)
+# (2) its features of train + valid (resumable: a second run computes only what is missing); LIVE_TEACHER=1:
+# none, the codec run computes them batch by batch on the GPU (the teacher is small)
 feats=$run/feats/speech
+if [ -n "${LIVE_TEACHER:-}" ]; then
+    stamp "step 2: skipped (LIVE_TEACHER: the SM run computes the teacher's features itself)"
+else
 stamp "step 2: teacher features -> $feats ($nj processes)"
 pids=()
 for ((rank = 0; rank < nj; rank++)); do
@@ -72,6 +77,10 @@ done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 [ $rc -eq 0 ] || { tail -n 5 "$run"/feats-*.out >&2; fail "step 2 (teacher features) failed: see $run/feats-*.out and $feats/failed*.jsonl"; }
+fi
+teacher_source=(--set "task.distillation.features.speech=$feats")
+[ -n "${LIVE_TEACHER:-}" ] && teacher_source=(--set task.distillation.features=null
+                                             --set "task.distillation.live={speech: {path: $teacher}}")
 
 # (3) the two codecs side by side: same seed, data, minutes; distillation off in `plain` whatever "$@" says
 stamp "step 3: codecs sm and plain, $codec_minutes min each, at the same time"
@@ -79,7 +88,7 @@ common=(recipes/codec/speechtokenizer_16k.yaml --set "task.data.train=$data/trai
         --set "task.data.valid=$data/valid.jsonl" --set "task.codec_overrides.quantizer.semantic_dim=$dim"
         --set "trainer.seed=${SEED:-0}" --set "trainer.max_minutes=$codec_minutes" --set trainer.schedule_by=time
         --set trainer.progress=false --set "trainer.num_workers=$workers")
-"${launch[@]}" "${common[@]}" --run-dir "$run/sm" --set "task.distillation.features.speech=$feats" "$@" \
+"${launch[@]}" "${common[@]}" --run-dir "$run/sm" "${teacher_source[@]}" "$@" \
     > "$run/sm.out" 2>&1 &
 sm_pid=$!
 "${launch[@]}" "${common[@]}" --run-dir "$run/plain" "$@" --set task.distillation=null \
