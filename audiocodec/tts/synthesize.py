@@ -79,9 +79,12 @@ class TTS:
 
     ``cuda_graphs``: replay each decoding step from a CUDA graph (:class:`~audiocodec.lm.DecodeStep`);
     default: on when the model is on a CUDA device. Tokens are the same either way.
+    ``compile``: with CUDA graphs, ``torch.compile`` the decoding step before capturing it (fused kernels,
+    ~1.5x the tokens/s at batch 1 on an H200; the first call of each new shape compiles, ~1 minute).
+    Offline synthesis only: streaming replays the model step alone.
     """
 
-    def __init__(self, model: TTSModel, codec: Codec, cuda_graphs: Optional[bool] = None):
+    def __init__(self, model: TTSModel, codec: Codec, cuda_graphs: Optional[bool] = None, compile: bool = False):
         info = model.codec_info
         if info.get("fingerprint") and info["fingerprint"] != codec.fingerprint():
             raise ConfigError(f"the TTS model was trained on tokens of codec {info.get('model_id')} "
@@ -91,6 +94,7 @@ class TTS:
         self.layout = model.layout
         self.frontend = TextFrontend.from_dict(model.text_config)
         self.cuda_graphs = cuda_graphs
+        self.compile = bool(compile)
 
     @property
     def _graphs(self) -> bool:
@@ -98,15 +102,16 @@ class TTS:
 
     @classmethod
     def load(cls, path: Union[str, Path], codec: Union[str, Path, Codec, None] = None,
-             device: Union[str, torch.device] = "cpu") -> "TTS":
+             device: Union[str, torch.device] = "cpu", **options) -> "TTS":
         """Load a TTS model (folder or file, or the name of an embedded one) and its codec: ``codec``, else
-        the one recorded in the model (``codec.source``), else the embedded default codec."""
+        the one recorded in the model (``codec.source``), else the embedded default codec. ``options``:
+        ``cuda_graphs``, ``compile`` (see :class:`TTS`)."""
         from ..codecs.embedded import embedded_tts_path
         if not Path(path).exists() and embedded_tts_path(path) is not None:
             path = embedded_tts_path(path)
         model = load_tts(path, device)
         spec = codec if codec is not None else (model.codec_info.get("source") or DEFAULT_CODEC)
-        return cls(model, spec if isinstance(spec, Codec) else load_codec(spec, device=device))
+        return cls(model, spec if isinstance(spec, Codec) else load_codec(spec, device=device), **options)
 
     @property
     def sample_rate(self) -> int:
@@ -205,7 +210,7 @@ class TTS:
         leads = lead_in(self.vocab, prefix).to(self.device)[None].expand(len(prompts), k, k)
         out = generate(self.model.lm, batch, max_new, prompt_lengths=lengths.to(self.device),
                        sample_fn=self._sampler(opts, text_lengths), force_fn=self._force_fn(leads),
-                       eos_id=EOS, pad_id=PAD, cuda_graph=self._graphs)
+                       eos_id=EOS, pad_id=PAD, cuda_graph=self._graphs, compile_step=self.compile)
         cap = (text_lengths.float() * opts.max_ratio).long()
         return [undelay(self.vocab, out.tokens[i, :, : int(out.lengths[i])].cpu())[:, : int(cap[i])]
                 for i in range(len(sentences))]
@@ -395,7 +400,7 @@ class TTS:
         lengths = torch.tensor([p.shape[-1] for p in prompts], device=self.device)
         out = generate(self.model.lm, pad_batch(prompts, PAD, left=True).to(self.device), max_new,
                        prompt_lengths=lengths, sample_fn=hooks.sample_fn, force_fn=hooks.force_fn,
-                       eos_id=EOS, pad_id=PAD, cuda_graph=self._graphs)
+                       eos_id=EOS, pad_id=PAD, cuda_graph=self._graphs, compile_step=self.compile)
         return [self._speech_of(out.tokens[i, 0, : int(out.lengths[i])]) for i in range(len(texts))]
 
     @torch.inference_mode()
