@@ -12,7 +12,7 @@ Tabs:
 * **Speech**: text to speech with the embedded ``tts-mini`` or the model of ``--tts-model`` (optional
   reference voice, with or without its transcript, sampling controls); the audio arrives while it is
   generated and the first-chunk latency is shown.
-* **Song**: lyrics to song with ``--song-model`` when the installed package has ``audiocodec.song``.
+* **Song**: lyrics to song with the embedded ``song-mini`` (or ``--song-model``).
 * **About**: the loaded models' cards.
 
 Every upload and every file the page writes stays inside the app's own temporary folder, which is removed
@@ -351,6 +351,9 @@ class Demo:
         if not tts_model:  # the embedded default TTS, when the package ships one
             from audiocodec.codecs.embedded import default_tts_path
             tts_model = default_tts_path()
+        if not song_model:  # the embedded default song model, when the package ships one
+            from audiocodec.codecs.embedded import default_song_path
+            song_model = default_song_path()
         self.tts_path = str(Path(tts_model).expanduser()) if tts_model else None
         self.song_path = str(Path(song_model).expanduser()) if song_model else None
         if self.tts_path and not Path(self.tts_path).exists():
@@ -470,7 +473,11 @@ class Demo:
         codec = getattr(gen, "codec", None)
         if codec is not None:
             rows.append(("codec", f"{codec.name} ({codec.frame_rate:g} tokens/s, {codec.sample_rate} Hz)"))
-        return "| Song | |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
+        table = "| Song | |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
+        from audiocodec.codecs.embedded import embedded_name
+        name = embedded_name(self.song_path)
+        card = audiocodec.model_card(name) if name else None
+        return table + ("\n" + _card_section(card) if card else "")
 
     # -- codec tab -------------------------------------------------------------------------------------
     def codec_controls(self, label: str, num_codebooks: Optional[float] = None):
@@ -897,7 +904,7 @@ def main(argv=None) -> int:
     p.add_argument("--model-dir", default=None, help="add every checkpoint under DIR to the codec list")
     p.add_argument("--tts-model", default=None,
                    help="a TTS model folder (or file) for the Speech tab (default: the embedded tts-mini)")
-    p.add_argument("--song-model", default=None, help="a song model for the Song tab")
+    p.add_argument("--song-model", default=None, help="a song model for the Song tab (default: the embedded song-mini)")
     p.add_argument("--random-configs", action="store_true",
                    help="also list every named codec config with RANDOM weights (for trying the page only)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")

@@ -113,8 +113,11 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def demo(tiny_tts, model_dir, tmp_path_factory):
-    d = app.Demo(model_dir=str(model_dir), tts_model=str(tiny_tts), device="cpu",
-                 temp_dir=str(tmp_path_factory.mktemp("demo_tmp")), speech_output="progressive")
+    from audiocodec.codecs import embedded
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(embedded, "DEFAULT_SONG", None)   # the song tab without a model (the embedded one: below)
+        d = app.Demo(model_dir=str(model_dir), tts_model=str(tiny_tts), device="cpu",
+                     temp_dir=str(tmp_path_factory.mktemp("demo_tmp")), speech_output="progressive")
     yield d
     d.close()
 
@@ -205,7 +208,8 @@ def test_rvq_codebook_control_sets_the_bitrate(demo, clips):
 
 def test_model_choices(model_dir, tmp_path):
     plain = app.model_choices()
-    assert list(plain) == [f"{audiocodec.DEFAULT_CODEC} (embedded)"]       # no random weights unless asked
+    assert list(plain) == [f"{audiocodec.DEFAULT_CODEC} (embedded)",       # the default first; no random weights
+                           "music-rvq-40-small-mini (embedded)"]           # unless asked
     with_dir = app.model_choices(str(model_dir))
     assert with_dir[str(Path("tiny") / "rvq.safetensors")] == str((model_dir / "tiny" / "rvq.safetensors").resolve())
     everything = app.model_choices(str(model_dir), random_configs=True)
@@ -333,6 +337,23 @@ def test_default_demo_speaks_with_the_embedded_tts(tmp_path):
         sr, audio = [o for o in outputs[-1] if isinstance(o, tuple)][0]
         assert sr == 24000 and 0.3 < len(audio) / sr < 10
         assert "tts-mini — model card" in d.about_markdown()
+    finally:
+        d.close()
+
+
+def test_default_demo_sings_with_the_embedded_song_model(tmp_path):
+    """A fresh installation: no --song-model, the Song tab sings with the embedded song-mini (mixture and
+    both stems), About shows its card and the music codec's."""
+    d = app.Demo(temp_dir=str(tmp_path), device="cpu")
+    try:
+        assert d.song_status() is None and d.song_path.endswith("song-mini.safetensors")
+        mixture, vocal, accompaniment, status = d.sing("Deep town burn\nYou dream in the cold",
+                                                       "funk, 112 bpm; slap bass and drums", duration=1.0, seed=0)
+        for sr, audio in (mixture, vocal, accompaniment):
+            assert sr == 24000 and abs(len(audio) / sr - 1.0) < 0.05
+        about = d.about_markdown()
+        assert "song-mini — model card" in about and "music-rvq-40-small-mini — model card" in about
+        assert "interleaving_A_V" in about
     finally:
         d.close()
 
@@ -562,7 +583,7 @@ def test_browser_end_to_end(server, clips):
             page.screenshot(path=str(ARTIFACTS / "demo_speech.png"), full_page=True)
 
             page.get_by_role("tab", name="Song").click()
-            expect(page.get_by_text("No song model loaded")).to_be_visible()
+            expect(page.locator("#song-status-top")).to_contain_text("song-mini.safetensors")   # the embedded one
             page.screenshot(path=str(ARTIFACTS / "demo_song.png"), full_page=True)
             page.get_by_role("tab", name="About").click()
             expect(page.locator("#about")).to_contain_text("model card")

@@ -106,3 +106,22 @@ def test_cli_tts_without_model_speaks_with_the_embedded_tts(tmp_path):
     assert cli.main(["tts", "Hello there, how are you?", "-o", str(out), "--seed", "0", "--device", "cpu"]) == 0
     audio, sr = sf.read(str(out))
     assert sr == 24000 and 0.5 < len(audio) / sr < 10 and np.abs(audio).max() > 0.01
+
+
+def test_cli_sing_without_model_sings_with_the_embedded_song_model(tmp_path):
+    """`audiocodec sing --lyrics F -o out.wav` on a fresh installation: the embedded song-mini (interleaving
+    A-V) with the embedded music codec its tokens come from; a mixture and its two stems, as long as asked."""
+    from audiocodec.codecs.embedded import DEFAULT_SONG, default_song_path, model_card
+    from audiocodec.song import SongGenerator
+    assert default_song_path().stat().st_size < 80e6
+    gen = SongGenerator.load(DEFAULT_SONG)
+    assert gen.model.codec_info["fingerprint"] == audiocodec.load_codec("music-rvq-40-small-mini").fingerprint()
+    assert gen.codec.name == "music-rvq-40-small" and "song-mini — model card" in model_card(DEFAULT_SONG)
+    lyrics = tmp_path / "lyrics.txt"
+    lyrics.write_text("Deep town burn\nYou dream in the cold")
+    out = tmp_path / "song.wav"
+    assert cli.main(["sing", "--lyrics", str(lyrics), "--description", "funk, groovy, 112 bpm, E major; slap bass and "
+                     "drums; female vocals", "--duration", "1.0", "-o", str(out), "--seed", "0", "--device", "cpu"]) == 0
+    for path in (out, out.with_suffix(".vocal.wav"), out.with_suffix(".accompaniment.wav")):
+        audio, sr = sf.read(str(path))
+        assert sr == 24000 and abs(len(audio) / sr - 1.0) < 0.05 and np.abs(audio).max() > 0.001

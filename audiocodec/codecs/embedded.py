@@ -14,6 +14,7 @@ ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 #: Embedded codec names -> file names in :data:`ASSETS_DIR`.
 EMBEDDED_CODECS = {
     "wavtokenizer-75-small-mini": "wavtokenizer-75-small-mini.safetensors",
+    "music-rvq-40-small-mini": "music-rvq-40-small-mini.safetensors",   # the song model's codec
 }
 
 #: The codec used when none is named (command line, demo).
@@ -26,6 +27,20 @@ EMBEDDED_TTS: dict = {
 }
 DEFAULT_TTS = "tts-mini"
 
+#: Embedded song models (names -> file names in :data:`ASSETS_DIR`); :meth:`audiocodec.SongGenerator.load`
+#: accepts the names, and the demo and ``audiocodec sing`` use :data:`DEFAULT_SONG` when no model is given.
+EMBEDDED_SONGS: dict = {
+    "song-mini": "song-mini.safetensors",
+}
+DEFAULT_SONG = "song-mini"
+
+
+def _asset(table: dict, name) -> Optional[Path]:
+    file = table.get(str(name))
+    if file is None or not (ASSETS_DIR / file).is_file():
+        return None
+    return ASSETS_DIR / file
+
 
 def list_embedded() -> list[str]:
     """Names of the embedded codecs whose weights are present in this installation."""
@@ -34,18 +49,12 @@ def list_embedded() -> list[str]:
 
 def embedded_path(name: str) -> Optional[Path]:
     """The weights file of embedded codec ``name``, or None when ``name`` is not one (or is missing)."""
-    file = EMBEDDED_CODECS.get(str(name))
-    if file is None or not (ASSETS_DIR / file).is_file():
-        return None
-    return ASSETS_DIR / file
+    return _asset(EMBEDDED_CODECS, name)
 
 
 def embedded_tts_path(name) -> Optional[Path]:
     """The weights file of embedded TTS model ``name``, or None when it is not one (or is missing)."""
-    file = EMBEDDED_TTS.get(str(name))
-    if file is None or not (ASSETS_DIR / file).is_file():
-        return None
-    return ASSETS_DIR / file
+    return _asset(EMBEDDED_TTS, name)
 
 
 def default_tts_path() -> Optional[Path]:
@@ -53,17 +62,27 @@ def default_tts_path() -> Optional[Path]:
     return embedded_tts_path(DEFAULT_TTS) if DEFAULT_TTS else None
 
 
+def embedded_song_path(name) -> Optional[Path]:
+    """The weights file of embedded song model ``name``, or None when it is not one (or is missing)."""
+    return _asset(EMBEDDED_SONGS, name)
+
+
+def default_song_path() -> Optional[Path]:
+    """The embedded default song model's file, when one is installed."""
+    return embedded_song_path(DEFAULT_SONG) if DEFAULT_SONG else None
+
+
 def embedded_name(path) -> Optional[str]:
-    """The name of the embedded codec or TTS model whose weights file is ``path``, or None."""
+    """The name of the embedded codec, TTS or song model whose weights file is ``path``, or None."""
     target = Path(path).resolve()
-    for name, file in {**EMBEDDED_CODECS, **EMBEDDED_TTS}.items():
+    for name, file in {**EMBEDDED_CODECS, **EMBEDDED_TTS, **EMBEDDED_SONGS}.items():
         if (ASSETS_DIR / file).resolve() == target:
             return name
     return None
 
 
 def model_card(name: str) -> Optional[str]:
-    """The model card (Markdown) of embedded codec ``name``, or None."""
-    file = EMBEDDED_CODECS.get(str(name)) or EMBEDDED_TTS.get(str(name))
+    """The model card (Markdown) of embedded codec, TTS or song model ``name``, or None."""
+    file = EMBEDDED_CODECS.get(str(name)) or EMBEDDED_TTS.get(str(name)) or EMBEDDED_SONGS.get(str(name))
     card = ASSETS_DIR / Path(file).with_suffix(".md").name if file else None
     return card.read_text() if card is not None and card.is_file() else None
