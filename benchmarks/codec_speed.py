@@ -5,8 +5,13 @@ Peers: the ``encodec`` package, the ``vocos`` package (EnCodec-features model), 
 WavTokenizer code when ``--wavtokenizer-repo PATH`` points at a local copy (it is not on PyPI).
 All models have random weights (speed does not depend on them).
 
+On a shared machine use ``--rounds N``: the candidates then take turns (N rounds of ``--repeats`` calls
+each, interleaved) so that background load hits them alike, and ``--stat best`` reports the best call.
+
 Examples:
     python benchmarks/codec_speed.py --device cpu --batch-sizes 1 --seconds 5 --threads 2
+    python benchmarks/codec_speed.py --device cpu --seconds 5 --threads 2 --models wavtokenizer-75 --peers none \
+        --wavtokenizer-repo .peers/WavTokenizer --rounds 8 --repeats 3 --stat best
     python benchmarks/codec_speed.py --device cuda --batch-sizes 1 16 64 --dtypes fp32 bf16 --seconds 10 \
         --wavtokenizer-repo /path/to/WavTokenizer --json results.json
 """
@@ -30,12 +35,8 @@ WAVTOKENIZER_DECODER_GFLOP_PER_S = 9.6
 H200_BF16_TFLOPS = 790.0
 
 
-def timeit(fn, device: str, repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in seconds (CUDA-synchronised)."""
-    for _ in range(warmup):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
+def call_times(fn, device: str, repeats: int) -> list:
+    """Wall times of ``repeats`` calls of ``fn()`` in seconds (CUDA-synchronised)."""
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -43,7 +44,60 @@ def timeit(fn, device: str, repeats: int, warmup: int = 2) -> float:
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def timeit(fn, device: str, repeats: int, warmup: int = 2, stat: str = "median") -> float:
+    """Median (or best) wall time of ``fn()`` in seconds (CUDA-synchronised)."""
+    for _ in range(warmup):
+        fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    times = call_times(fn, device, repeats)
+    return min(times) if stat == "best" else statistics.median(times)
+
+
+def report(label: str, bs: int, dtype: str, t_enc: float, t_dec: float, args) -> dict:
+    """Print and return one result row."""
+    audio_s = bs * args.seconds
+    row = dict(model=label, batch=bs, dtype=dtype, encode_xrt=audio_s / t_enc, decode_xrt=audio_s / t_dec)
+    if label.startswith("ours/wavtokenizer-75") and args.device == "cuda":
+        limit = H200_BF16_TFLOPS * 1e3 / WAVTOKENIZER_DECODER_GFLOP_PER_S
+        row["decode_fraction_of_roofline"] = row["decode_xrt"] / limit
+    extra = f" ({row['decode_fraction_of_roofline']:.1%} of roofline)" if "decode_fraction_of_roofline" in row else ""
+    print(f"| {label} | {bs} | {dtype} | {row['encode_xrt']:,.0f} | {row['decode_xrt']:,.0f}{extra} |", flush=True)
+    return row
+
+
+def interleaved(candidates: dict, args) -> list:
+    """All candidates built first, then measured in turns: ``args.rounds`` rounds, each calling every
+    candidate's encode and decode ``args.repeats`` times. Fair under background load."""
+    built = {}
+    for label, make in candidates.items():
+        try:
+            built[label] = make()
+        except Exception as e:  # a peer that is not installed is reported, not fatal
+            print(f"| {label} | - | - | unavailable: {type(e).__name__}: {e} | |")
+    rows = []
+    for bs in args.batch_sizes:
+        wav = (0.1 * torch.randn(bs, 1, int(args.seconds * 24000))).to(args.device)
+        for dtype in args.dtypes:
+            with autocast(args.device, dtype):
+                jobs = {}
+                for label, (enc, dec) in built.items():
+                    codes = enc(wav)
+                    jobs[label] = (lambda enc=enc: enc(wav), lambda dec=dec, codes=codes: dec(codes))
+                    for fn in jobs[label]:  # warm-up
+                        fn()
+                times = {label: ([], []) for label in jobs}
+                for _ in range(args.rounds):
+                    for label, fns in jobs.items():
+                        for fn, acc in zip(fns, times[label]):
+                            acc.extend(call_times(fn, args.device, args.repeats))
+            pick = min if args.stat == "best" else statistics.median
+            for label, (t_enc, t_dec) in times.items():
+                rows.append(report(label, bs, dtype, pick(t_enc), pick(t_dec), args))
+    return rows
 
 
 def autocast(device: str, dtype: str):
@@ -153,6 +207,9 @@ def main(argv=None):
     p.add_argument("--compile", nargs="?", const="default", default=None,
                    help="torch.compile our encoder and decoder (optionally with a mode, e.g. reduce-overhead)")
     p.add_argument("--cuda-graphs", action="store_true", help="replay our encode/decode through CUDA graphs")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="interleave the candidates over this many rounds of --repeats calls (CPU under load)")
+    p.add_argument("--stat", default="median", choices=["median", "best"], help="time per call reported")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     if args.threads:
@@ -172,10 +229,13 @@ def main(argv=None):
         candidates["wavtokenizer-75 (official)"] = lambda: peer_wavtokenizer(args.wavtokenizer_repo, args.device)
 
     rows = []
-    print(f"device={args.device} seconds={args.seconds} threads={torch.get_num_threads()} torch={torch.__version__}")
+    print(f"device={args.device} seconds={args.seconds} threads={torch.get_num_threads()} torch={torch.__version__}"
+          f" rounds={args.rounds} repeats={args.repeats} stat={args.stat}")
     print(f"| model | batch | dtype | encode x RT | decode x RT |")
     print(f"|---|---|---|---|---|")
-    for label, make in candidates.items():
+    if args.rounds > 1:
+        rows += interleaved(candidates, args)
+    for label, make in (candidates.items() if args.rounds <= 1 else ()):
         try:
             enc, dec = make()
         except Exception as e:  # a peer that is not installed is reported, not fatal
@@ -187,20 +247,13 @@ def main(argv=None):
                 try:
                     with autocast(args.device, dtype):
                         codes = enc(wav)
-                        t_enc = timeit(lambda: enc(wav), args.device, args.repeats)
-                        t_dec = timeit(lambda: dec(codes), args.device, args.repeats)
+                        t_enc = timeit(lambda: enc(wav), args.device, args.repeats, stat=args.stat)
+                        t_dec = timeit(lambda: dec(codes), args.device, args.repeats, stat=args.stat)
                 except torch.OutOfMemoryError:
                     print(f"| {label} | {bs} | {dtype} | OOM | OOM |")
                     torch.cuda.empty_cache()
                     continue
-                audio_s = bs * args.seconds
-                row = dict(model=label, batch=bs, dtype=dtype, encode_xrt=audio_s / t_enc, decode_xrt=audio_s / t_dec)
-                if label.startswith("ours/wavtokenizer-75") and args.device == "cuda":
-                    limit = H200_BF16_TFLOPS * 1e3 / WAVTOKENIZER_DECODER_GFLOP_PER_S
-                    row["decode_fraction_of_roofline"] = row["decode_xrt"] / limit
-                rows.append(row)
-                extra = f" ({row['decode_fraction_of_roofline']:.1%} of roofline)" if "decode_fraction_of_roofline" in row else ""
-                print(f"| {label} | {bs} | {dtype} | {row['encode_xrt']:,.0f} | {row['decode_xrt']:,.0f}{extra} |", flush=True)
+                rows.append(report(label, bs, dtype, t_enc, t_dec, args))
         del enc, dec
         if args.device == "cuda":
             torch.cuda.empty_cache()

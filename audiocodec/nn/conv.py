@@ -68,6 +68,60 @@ def pad1d(x: torch.Tensor, paddings: tuple[int, int], mode: str = "constant", va
     return F.pad(x, paddings, mode, value)
 
 
+def time_major_4d(x: torch.Tensor) -> torch.Tensor:
+    """``x [B, C, L]`` as ``[B, C, 1, L]`` in channels-last memory (time-major: ``[B, L, C]`` in memory).
+
+    No copy when ``x`` is already a time-major view (e.g. the output of a time-major conv).
+    """
+    x4 = x.unsqueeze(2)
+    return x4 if x4.is_contiguous(memory_format=torch.channels_last) else x4.contiguous(
+        memory_format=torch.channels_last)
+
+
+def is_time_major(x: torch.Tensor) -> bool:
+    """Whether ``x [B, C, L]`` is laid out time-major (channels contiguous, ``C > 1``)."""
+    return x.dim() == 3 and x.shape[1] > 1 and x.stride(1) == 1
+
+
+def pad_time_major(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
+    """:func:`pad1d` of ``x [B, C, L]`` returned as a time-major ``[B, C, 1, L + left + right]`` tensor
+    (one copy, built in ``[B, L, C]`` memory)."""
+    length = x.shape[-1]
+    if (left == 0 and right == 0) or (mode == "reflect" and length <= max(left, right)) or min(left, right) < 0:
+        return time_major_4d(pad1d(x, (left, right), mode))
+    xt = x.transpose(1, 2)  # [B, L, C]
+    parts = []
+    if left:
+        parts.append(xt[:, 1:left + 1].flip(1) if mode == "reflect" else
+                     xt[:, :1].expand(-1, left, -1) if mode == "replicate" else xt.new_zeros(xt.shape[0], left, xt.shape[2]))
+    parts.append(xt)
+    if right:
+        parts.append(xt[:, length - right - 1:length - 1].flip(1) if mode == "reflect" else
+                     xt[:, -1:].expand(-1, right, -1) if mode == "replicate" else
+                     xt.new_zeros(xt.shape[0], right, xt.shape[2]))
+    return torch.cat(parts, dim=1).transpose(1, 2).unsqueeze(2)
+
+
+class TimeMajorWeights:
+    """Per-module cache of weights in another layout (or otherwise derived from parameters), rebuilt
+    when a source tensor changes (new data, in-place update, dtype or device)."""
+
+    @staticmethod
+    def get(module: nn.Module, name: str, sources, make):
+        """``make(*sources)``, cached on ``module`` under ``name``; ``sources``: a tensor or a tuple."""
+        sources = sources if isinstance(sources, tuple) else (sources,)
+        try:
+            key = tuple((t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) if t is not None else None
+                        for t in sources)
+        except RuntimeError:  # inference tensors have no version counter: no caching
+            return make(*sources)
+        cache = module.__dict__.setdefault("_layout_cache", {})
+        hit = cache.get(name)
+        if hit is None or hit[0] != key:
+            hit = cache[name] = (key, make(*sources))
+        return hit[1]
+
+
 def reflect_pad(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
     """Reflect padding of ``x [..., L]`` (``L > max(left, right)``), equal to ``F.pad(x, ..., "reflect")``.
 
@@ -122,18 +176,54 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
 
     #: inputs at least this long skip the padded copy (see :meth:`_forward_long`)
     long_input = 4096
+    #: CPU inference (no autograd) runs the conv time-major (``[B, L, C]`` memory, oneDNN's native layout:
+    #: no reorder of activations per call, 1.3-1.7x faster convs) and returns a time-major view; the
+    #: next time-major conv takes it without a copy. Outputs equal the reference up to float rounding.
+    cpu_time_major = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._streaming_state is not None:
             return self._streaming_step(x, final=False)
+        if (self.cpu_time_major and x.device.type == "cpu" and not torch.is_grad_enabled() and x.dim() == 3
+                and not torch.compiler.is_compiling()):
+            return self._forward_time_major(x)
         if x.shape[-1] >= self.long_input and self.pad_mode in ("reflect", "replicate", "constant"):
             return self._forward_long(x)
         return super().forward(self.pad_input(x))
 
-    def _forward_long(self, x: torch.Tensor) -> torch.Tensor:
+    def _padding(self, length: int) -> tuple[int, int]:
+        """(left, right) padding of an input of ``length`` samples, as :meth:`pad_input` pads it."""
+        k_eff = (self.kernel_size[0] - 1) * self.dilation[0] + 1
+        total = self.padding_total
+        extra = extra_padding_for_conv1d(length, k_eff, self.stride[0], total)
+        left = total if self.causal else total - total // 2
+        return left, total + extra - left
+
+    def _forward_time_major(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C_in, L] -> [B, C_out, T]`` as a time-major view (CPU inference path)."""
+        left, right = self._padding(x.shape[-1])
+        s, d = self.stride[0], self.dilation[0]
+        if self.in_channels == 1 and self.groups == 1 and d == 1 and x.shape[1] == 1:
+            # one input channel: im2col (a strided view) and one matmul, ~5x faster than oneDNN's conv
+            frames = pad1d(x, (left, right), self.pad_mode)[:, 0].unfold(-1, self.kernel_size[0], s)  # [B, T, k]
+            w = TimeMajorWeights.get(self, "w_tk", self.weight, lambda w: w[:, 0].t().contiguous())
+            y = frames @ w
+            if self.bias is not None:
+                y = y.add_(self.bias)
+            return y.transpose(1, 2)
+        w4 = TimeMajorWeights.get(self, "w_cl", self.weight, lambda w: w.unsqueeze(2).contiguous(
+            memory_format=torch.channels_last))
+        conv = functools.partial(F.conv2d, weight=w4, bias=self.bias, stride=(1, s), dilation=(1, d),
+                                 groups=self.groups)
+        if x.shape[-1] >= self.long_input and self.pad_mode in ("reflect", "replicate", "constant"):
+            return self._forward_long(x, main=lambda x_, pad: conv(time_major_4d(x_), padding=(0, pad)).squeeze(2))
+        return conv(pad_time_major(x, left, right, self.pad_mode)).squeeze(2)
+
+    def _forward_long(self, x: torch.Tensor, main=None) -> torch.Tensor:
         """Same result as ``conv(pad_input(x))`` without copying the whole padded input.
 
-        The conv runs with its own zero padding (no copy), then the few output frames whose window
+        ``main(x, left)`` (default: ``F.conv1d`` with zero padding ``left`` on both sides) computes the
+        bulk, which may come out longer than needed. The conv runs with its own zero padding (no copy), then the few output frames whose window
         reaches into the padding are recomputed from short, properly padded slices of the edges.
         """
         length, s = x.shape[-1], self.stride[0]
@@ -153,7 +243,7 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         weight = self.weight
         conv = functools.partial(F.conv1d, weight=weight, bias=self.bias, stride=s, dilation=self.dilation,
                                  groups=self.groups)
-        y = conv(x, padding=left)
+        y = conv(x, padding=left) if main is None else main(x, left)
         if y.shape[-1] > n_out:
             y = y[..., :n_out]
         if jl:
@@ -165,7 +255,7 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
             if y.shape[-1] < n_out:
                 return torch.cat([y[..., :jr], tail], dim=-1)
             y[..., jr:] = tail
-        return y.contiguous()
+        return y.contiguous() if main is None else y
 
     # -- streaming -------------------------------------------------------------------------------
     def streaming_unsupported(self):

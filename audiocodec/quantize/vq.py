@@ -49,12 +49,17 @@ def kmeans(samples: torch.Tensor, num_clusters: int, num_iters: int = 10) -> tup
     return means, counts
 
 
-def nearest_code(x: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest row of ``embed [N, D]`` for each row of ``x [M, D]`` (Euclidean, fp32)."""
+def nearest_code(x: torch.Tensor, embed: torch.Tensor, embed_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """Index of the nearest row of ``embed [N, D]`` for each row of ``x [M, D]`` (Euclidean, fp32).
+
+    Ranks ``|e|^2 - 2 x.e`` (``|x|^2`` is the same for every code), one fused GEMM; ``embed_sq`` is
+    ``|e|^2 [N]`` when the caller has it.
+    """
     with torch.autocast(x.device.type, enabled=False):
         x, embed = x.float(), embed.float()
-        dist_ = x.pow(2).sum(1, keepdim=True) - 2 * x @ embed.t() + embed.pow(2).sum(1)[None]
-        return dist_.argmin(dim=-1)
+        if embed_sq is None:
+            embed_sq = embed.pow(2).sum(1)
+        return torch.addmm(embed_sq[None], x, embed.t(), alpha=-2).argmin(dim=-1)
 
 
 class EuclideanCodebook(nn.Module):
@@ -87,7 +92,19 @@ class EuclideanCodebook(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``x [..., D] -> codes [...]``."""
         shape = x.shape[:-1]
-        return nearest_code(x.reshape(-1, self.dim), self.embed).view(shape)
+        return nearest_code(x.reshape(-1, self.dim), self.embed, self._embed_sq()).view(shape)
+
+    def _embed_sq(self) -> torch.Tensor:
+        """``|e|^2`` of the codes, cached until the codebook changes (inference reuses it)."""
+        e = self.embed
+        try:
+            key = (e.data_ptr(), e._version, e.dtype, e.device)
+        except RuntimeError:  # an inference tensor has no version counter
+            return e.float().pow(2).sum(1)
+        hit = self.__dict__.get("_embed_sq_cache")
+        if hit is None or hit[0] != key:
+            hit = self.__dict__["_embed_sq_cache"] = (key, e.float().pow(2).sum(1))
+        return hit[1]
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``codes [...] -> vectors [..., D]``."""

@@ -1,0 +1,105 @@
+"""CPU inference fast paths (time-major convs, fused SEANet residual blocks, matmul VQ search) give the
+reference results: same codes, audio within float rounding."""
+import contextlib
+import itertools
+
+import pytest
+import torch
+
+import audiocodec
+from audiocodec.nn import PaddedConv1d
+from audiocodec.nn.seanet import SEANetResnetBlock
+from audiocodec.quantize.vq import EuclideanCodebook, nearest_code
+
+
+@contextlib.contextmanager
+def reference_path():
+    """Run the reference (layout-agnostic, unfused) code instead of the CPU fast paths."""
+    PaddedConv1d.cpu_time_major = False
+    try:
+        yield
+    finally:
+        PaddedConv1d.cpu_time_major = True
+
+
+def both(fn):
+    """``fn()`` on the fast path and on the reference path, both without autograd."""
+    with torch.inference_mode():
+        fast = fn()
+        with reference_path():
+            ref = fn()
+    return fast, ref
+
+
+@pytest.mark.parametrize("causal,mode", list(itertools.product([False, True], ["reflect", "constant", "replicate"])))
+def test_time_major_conv_equals_padded_conv(causal, mode):
+    torch.manual_seed(0)
+    for c_in, k, s, d in [(3, 7, 1, 1), (3, 3, 1, 3), (3, 1, 1, 1), (3, 4, 2, 1), (3, 10, 5, 1), (1, 7, 1, 1),
+                          (1, 16, 8, 1)]:
+        conv = PaddedConv1d(c_in, 4, k, stride=s, dilation=d, causal=causal, pad_mode=mode).eval()
+        for length in (6, 4099):
+            x = torch.randn(2, c_in, length)
+            for inp in (x, x.transpose(1, 2).contiguous().transpose(1, 2)):  # either layout in
+                fast, ref = both(lambda: conv(inp))
+                assert fast.shape == ref.shape == (2, 4, -(-length // s))
+                torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_time_major_weights_follow_parameter_updates():
+    torch.manual_seed(0)
+    conv = PaddedConv1d(4, 4, 3).eval()
+    x = torch.randn(1, 4, 50)
+    with torch.inference_mode():
+        conv(x)  # fills the layout cache
+    with torch.no_grad():
+        conv.weight.mul_(2)
+    fast, ref = both(lambda: conv(x))
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("true_skip", [False, True])
+def test_fused_resnet_block_equals_reference(true_skip):
+    torch.manual_seed(0)
+    block = SEANetResnetBlock(8, norm="none", true_skip=true_skip).eval()
+    x = torch.randn(2, 8, 300)
+    fast, ref = both(lambda: block(x))
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    owned = x.clone()
+    with torch.inference_mode():
+        torch.testing.assert_close(block.forward_fused(owned, owned=True), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_nearest_code_is_the_euclidean_argmin():
+    torch.manual_seed(0)
+    x, embed = torch.randn(300, 16), torch.randn(512, 16)
+    assert torch.equal(nearest_code(x, embed), torch.cdist(x, embed).argmin(-1))
+    book = EuclideanCodebook(16, 512, kmeans_init=False)
+    with torch.no_grad():
+        book.embed.copy_(embed)
+        assert torch.equal(book.encode(x), torch.cdist(x, embed).argmin(-1))
+        book.embed.copy_(-embed)  # the cached |e|^2 follows the codebook
+        assert torch.equal(book.encode(x), torch.cdist(x, -embed).argmin(-1))
+
+
+TINY = {
+    "wavtokenizer-75": dict(encoder={"n_filters": 8}, decoder={"backbone": {"dim": 64, "intermediate_dim": 128,
+                                                                             "num_layers": 2}, "head": {"dim": 64}}),
+    "encodec-24k": dict(encoder={"n_filters": 8}, decoder={"n_filters": 8}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_codec_fast_path_equals_reference(name):
+    torch.manual_seed(0)
+    codec = audiocodec.build_codec(name, **TINY[name]).prepare_for_inference()
+    wav = 0.1 * torch.randn(2, 1, 24000)
+    with torch.no_grad():  # codebooks spread like this input's frames, so that the codes vary
+        frames = codec.encoder(wav).transpose(1, 2).reshape(-1, codec.quantizer.layers[0].codebook.dim)
+        for layer in codec.quantizer.layers:
+            book = layer.codebook
+            book.embed.copy_(torch.randn(book.codebook_size, book.dim) * frames.std(0) + frames.mean(0))
+    fast_codes, ref_codes = both(lambda: codec.encode(wav).tokens)
+    assert torch.equal(fast_codes, ref_codes)
+    assert ref_codes.unique().numel() > 10
+    fast, ref = both(lambda: codec.decode(ref_codes))
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4)
