@@ -38,8 +38,11 @@ def main() -> None:
     ap.add_argument("--level", type=float, default=0.9, help="libsndfile compression level (0 best .. 1 smallest)")
     ap.add_argument("--part-mb", type=float, default=60.0)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
     args = ap.parse_args()
-    if args.out.exists():
+    if args.out.exists() and any(args.out.iterdir()):
+        if not args.overwrite:
+            ap.error(f"{args.out} exists and is not empty (--overwrite replaces it)")
         shutil.rmtree(args.out)
     staging = args.out / "all"
     jobs, manifests = [], {}
