@@ -21,7 +21,8 @@
 # TEACHER=<folder> (a ctc_asr export, e.g. an earlier RUN_DIR/asr/best) skips (1); ASR_MINUTES is then ignored.
 # LIVE_TEACHER=1: no feature cache (step 2 skipped); the SM run runs the teacher on each batch itself.
 # METRICS: the metrics of `audiocodec eval` (default its own: e.g. leave pesq out where the package is missing);
-# SAVE_AUDIO=1 keeps the resynthesised valid clips in RUN_DIR/<name>/decode (to score them elsewhere).
+# SAVE_AUDIO=1 keeps the resynthesised valid clips in RUN_DIR/<name>/decode and puts them in OUT_DIR as FLAC
+# tar parts of 15 MB (<name>-decode.tar.partNN; `cat` them) to score them elsewhere (e.g. PESQ).
 # DEVICE (default cuda): features, eval and probe; WORKERS (default 4): data loaders of each codec run and
 # scoring processes of each eval; NJ (default 4): feature processes; SEED (default 0); PROBE_CLIPS (2000).
 # Runs from the repository root, on one GPU (NGPU is not for this script: the two runs share the GPU).
@@ -151,6 +152,23 @@ failed=
 for i in "${!pids[@]}"; do wait "${pids[$i]}" || failed="$failed, ${names[$i]}"; done
 [ -z "$failed" ] || echo "semantic_compare: step 4 failed for ${failed#, } (see $run/*-eval.out, $run/*-probe.out)" >&2
 
+if [ -n "${SAVE_AUDIO:-}" ]; then   # the resynthesised valid clips as FLAC, in 15 MB parts (PESQ elsewhere)
+    for name in sm plain; do
+        [ -d "$run/$name/decode" ] || continue
+        python3 - "$run/$name/decode" "$run/$name/decode_flac" <<'PY' &&
+import sys
+from pathlib import Path
+import soundfile as sf
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+for wav in src.rglob("*.wav"):
+    audio, sr = sf.read(str(wav))
+    target = dst / wav.relative_to(src).with_suffix(".flac")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(target), audio, sr, subtype="PCM_16")
+PY
+        tar cf - -C "$run/$name" decode_flac | split -b 15M -d - "$out/$name-decode.tar.part"
+    done
+fi
 python3 - "$out" "$run" <<'PY' | tee "$run/summary.txt"
 import json, re, sys
 from pathlib import Path
