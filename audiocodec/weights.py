@@ -17,6 +17,20 @@ from .errors import CheckpointError
 WEIGHTS_NAME = "model.safetensors"
 
 
+def write_safetensors(tensors: dict, path: Union[str, os.PathLike], metadata: Optional[dict] = None) -> Path:
+    """``safetensors`` ``save_file`` made atomic (a temporary sibling renamed over ``path``) and readable as
+    any file the process writes (``save_file`` creates owner-only files; here the mode follows the umask,
+    so that saved models can be shared and installed)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+    return path
+
+
 def save_model(model: torch.nn.Module, path: Union[str, os.PathLike], format: str,
                dtype: Optional[torch.dtype] = None) -> Path:
     """Write ``model`` (its ``state_dict`` and its ``config`` attribute) to ``path``: a ``.safetensors`` file
@@ -28,10 +42,7 @@ def save_model(model: torch.nn.Module, path: Union[str, os.PathLike], format: st
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(state, str(tmp), metadata={"format": format, "config": json.dumps(model.config)})
-    os.replace(tmp, path)
-    return path
+    return write_safetensors(state, path, {"format": format, "config": json.dumps(model.config)})
 
 
 def load_model(path: Union[str, os.PathLike], format: str, build: Callable[..., torch.nn.Module],

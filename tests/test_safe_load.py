@@ -214,3 +214,23 @@ def test_truncated_checkpoint(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         safe_torch_load(tmp_path / "nope.ckpt")
+
+
+def test_saved_weights_are_readable_like_any_file(tmp_path):
+    """safetensors' save_file makes owner-only files; ours follow the umask (models can be shared, installed)."""
+    import os
+    import stat
+    import audiocodec
+    from audiocodec.weights import write_safetensors
+    umask = os.umask(0o022)
+    try:
+        path = write_safetensors({"a": torch.zeros(2)}, tmp_path / "w.safetensors", {"format": "test"})
+        codec = audiocodec.build_codec("wavtokenizer-75", encoder={"n_filters": 4},
+                                       decoder={"backbone": {"dim": 64, "intermediate_dim": 64, "num_layers": 1},
+                                                "head": {"dim": 64}})
+        saved = audiocodec.save_codec(codec, tmp_path / "codec.safetensors")
+    finally:
+        os.umask(umask)
+    for p in (path, saved):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, oct(p.stat().st_mode)
+    assert not list(tmp_path.glob(".*tmp*"))

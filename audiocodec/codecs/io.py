@@ -8,10 +8,11 @@ from typing import Mapping, Optional, Union
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..config import load_yaml
 from ..errors import CheckpointError
+from ..weights import write_safetensors
 from .base import Codec
 from .interop import official
 from .interop.keys import load_state_strict
@@ -55,10 +56,7 @@ def save_codec(model: Union[Codec, MelVocoder], path: Union[str, os.PathLike], d
         state = {k: v.to(_DTYPES[dtype]) if v.is_floating_point() and not _is_codebook(k) else v
                  for k, v in state.items()}
     meta = {"format": FORMAT, "kind": kind, "config": json.dumps(model.config)}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-    return path
+    return write_safetensors(state, path, meta)
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:

@@ -36,9 +36,9 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from ..errors import AudioCodecError, ConfigError
+from ..weights import write_safetensors
 from .teachers import TeacherOutput
 
 log = logging.getLogger("audiocodec.semantic")
@@ -164,9 +164,7 @@ def precompute_features(manifest: Union[str, os.PathLike, Sequence[Mapping]], ex
         if not tensors:
             continue
         path = root / f"{prefix}{next_shard:06d}.safetensors"
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        save_file(tensors, str(tmp), metadata={"format": FORMAT})
-        os.replace(tmp, path)
+        write_safetensors(tensors, path, {"format": FORMAT})
         next_shard += 1
     failed_path = root / (FAILED_NAME if world_size == 1 else f"failed-{rank:03d}.jsonl")
     if failed:

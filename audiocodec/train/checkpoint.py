@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional, Union
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..errors import CheckpointError
+from ..weights import write_safetensors
 
 FORMAT = "audiocodec-train"
 VERSION = 1
@@ -76,9 +77,9 @@ def save_checkpoint(directory: Union[str, os.PathLike], step: int, model: Mappin
     tmp = directory / f".tmp_{checkpoint_name(step)}_{os.getpid()}"
     tmp.mkdir()
     files = [MODEL_FILE]
-    save_file(_cpu_state(model), str(tmp / MODEL_FILE), metadata={"format": FORMAT, "step": str(step)})
+    write_safetensors(_cpu_state(model), tmp / MODEL_FILE, {"format": FORMAT, "step": str(step)})
     if ema is not None:
-        save_file(_cpu_state(ema), str(tmp / EMA_FILE), metadata={"format": FORMAT, "step": str(step)})
+        write_safetensors(_cpu_state(ema), tmp / EMA_FILE, {"format": FORMAT, "step": str(step)})
         files.append(EMA_FILE)
     full = dict(state, format=FORMAT, version=VERSION, step=step,
                 files={name: (tmp / name).stat().st_size for name in files})
