@@ -57,14 +57,15 @@ def _install() -> None:
         import torch
         from audiocodec.train import checkpoint as ckpt
         if POINT == "ckpt_model":
-            orig_save_file = ckpt.save_file
+            orig_write = ckpt.write_safetensors
 
-            def save_file(state, filename, metadata=None):
-                orig_save_file(state, filename, metadata=metadata)
+            def write_safetensors(state, filename, metadata=None):
+                path = orig_write(state, filename, metadata)
                 if Path(filename).name == ckpt.MODEL_FILE and _reached():
                     _halve(filename)
                     _die()
-            ckpt.save_file = save_file
+                return path
+            ckpt.write_safetensors = write_safetensors
         elif POINT == "ckpt_state":
             orig_save = torch.save
 
