@@ -5,11 +5,17 @@ import argparse
 import functools
 from typing import Callable, Optional
 
+import torch
+
 from audiocodec.lm.transformer import RMSNorm
 
 
-def add_decoding_args(p: argparse.ArgumentParser) -> None:
-    """``--modes`` (eager / graphs), ``--norm`` (RMSNorm kernels), ``--steps-per-graph``, ``--json``."""
+def add_decoding_args(p: argparse.ArgumentParser, dtype_help: Optional[str] = None) -> None:
+    """``--device``, ``--dtype`` (of the decoding LM), ``--repeats``, ``--modes`` (eager / graphs / compiled),
+    ``--norm`` (RMSNorm kernels), ``--steps-per-graph``, ``--json``."""
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"], help=dtype_help)
+    p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--modes", nargs="+", default=None, choices=["eager", "graphs", "compiled"],
                    help="decoding: eager, the whole step replayed from CUDA graphs, or compiled (graphs of the "
                         "step's torch.compile'd halves: generate(compile_step=True)) (default: eager and graphs on "
@@ -21,9 +27,10 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="also write the table here")
 
 
-def apply_norm(args: argparse.Namespace) -> None:
-    """Set :attr:`RMSNorm.fused` from ``--norm``."""
+def apply_decoding_args(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+    """Set :attr:`RMSNorm.fused` from ``--norm``; returns ``(device, dtype)`` of ``--device`` / ``--dtype``."""
     RMSNorm.fused = {"auto": None, "fused": True, "elementwise": False}[args.norm]
+    return torch.device(args.device), getattr(torch, args.dtype)
 
 
 def decoding_runs(args: argparse.Namespace, on_cuda: bool) -> list[tuple[str, Optional[int]]]:

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from audiocodec.config import load_yaml  # noqa: E402
-from decoding_args import add_decoding_args, apply_norm, decoding_runs, mode_generate  # noqa: E402
+from decoding_args import add_decoding_args, apply_decoding_args, decoding_runs, mode_generate  # noqa: E402
 from audiocodec.song import SongGenerator, SongModel, SongOptions, fit_text_config, load_song  # noqa: E402
 
 song_generate = importlib.import_module("audiocodec.song.generate")   # its generate is swapped per --steps-per-graph
@@ -70,19 +70,13 @@ def main(argv=None) -> int:
     p.add_argument("--codebooks", type=int, default=1)
     p.add_argument("--cardinality", type=int, default=4096)
     p.add_argument("--frame-rate", type=float, default=75.0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"],
-                   help="of the decoder LM (the conditioners run in fp32)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
     p.add_argument("--seconds", type=float, default=10.0, help="song duration generated per row")
     p.add_argument("--cfg-scale", type=float, default=3.0, help="guidance scale; 1 runs no unconditional pass")
     p.add_argument("--top-k", type=int, default=250)
-    p.add_argument("--repeats", type=int, default=3)
-    add_decoding_args(p)
+    add_decoding_args(p, dtype_help="of the decoder LM (the conditioners run in fp32)")
     args = p.parse_args(argv)
-    apply_norm(args)
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
+    device, dtype = apply_decoding_args(args)
     torch.manual_seed(0)
     model = load_song(args.model, device) if args.model else random_model(args).to(device)
     model = model.float().eval()

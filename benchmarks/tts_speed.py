@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import audiocodec  # noqa: E402
 from audiocodec.config import load_yaml  # noqa: E402
-from decoding_args import add_decoding_args, apply_norm, decoding_runs, mode_generate  # noqa: E402
+from decoding_args import add_decoding_args, apply_decoding_args, decoding_runs, mode_generate  # noqa: E402
 from audiocodec.text.tokenizers import build_tokenizer  # noqa: E402
 from audiocodec.tts import TTS, SynthesisOptions, TTSModel, load_tts  # noqa: E402
 
@@ -57,16 +57,11 @@ def sync(device):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="a trained TTS (default: random weights, recipes/tts/mini.yaml)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     p.add_argument("--tokens", type=int, default=500, help="speech tokens generated per row")
-    p.add_argument("--repeats", type=int, default=3)
     add_decoding_args(p)
     args = p.parse_args(argv)
-    apply_norm(args)
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
+    device, dtype = apply_decoding_args(args)
     codec = audiocodec.load_codec(audiocodec.DEFAULT_CODEC, device=device)
     if args.model:
         model = load_tts(args.model, device)
