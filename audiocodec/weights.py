@@ -17,6 +17,14 @@ from .errors import CheckpointError
 WEIGHTS_NAME = "model.safetensors"
 
 
+def file_mode() -> int:
+    """The permission bits a new file gets from the process umask (``0o666 & ~umask``): what files written by
+    libraries that create owner-only files (safetensors, some of transformers') are set to."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_safetensors(tensors: dict, path: Union[str, os.PathLike], metadata: Optional[dict] = None) -> Path:
     """``safetensors`` ``save_file`` made atomic (a temporary sibling renamed over ``path``) and readable as
     any file the process writes (``save_file`` creates owner-only files; here the mode follows the umask,
@@ -24,9 +32,7 @@ def write_safetensors(tensors: dict, path: Union[str, os.PathLike], metadata: Op
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file(tensors, str(tmp), metadata=metadata)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, file_mode())
     os.replace(tmp, path)
     return path
 

@@ -64,6 +64,7 @@ import torch
 
 from ..config import call_with_config
 from ..errors import AudioCodecError, CheckpointError, ConfigError
+from ..weights import file_mode
 from .task import TASKS, ExportingTask
 
 log = logging.getLogger("audiocodec.train")
@@ -457,7 +458,7 @@ class CTCASRTask(ExportingTask):
                     "sample_rate": self.sample_rate, "text": self.normalizer.to_dict(), "vocab": self.vocab,
                     "train": self.train_path, "valid": self.valid_path}
             (tmp / INFO_NAME).write_text(json.dumps(info, indent=1, ensure_ascii=False))
-            mode = (tmp / INFO_NAME).stat().st_mode & 0o777   # the umask's; transformers writes some files 0600
+            mode = file_mode()   # transformers writes some files 0600
             for f in tmp.iterdir():
                 f.chmod(mode)
             if path.exists():
