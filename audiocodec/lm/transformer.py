@@ -70,10 +70,15 @@ class RotaryEmbedding(nn.Module):
         return angles.cos(), angles.sin()
 
 
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The rotate-half rotation of ``x [..., Dh]`` by ``cos``, ``sin`` ``[..., Dh / 2]`` (in the promoted dtype)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x [B, H, T, Dh]`` by the angles of ``cos``, ``sin`` ``[B, 1, T, Dh / 2]``."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).type_as(x)
+    """Rotate ``x [B, H, T, Dh]`` by the angles of ``cos``, ``sin`` ``[B, 1, T, Dh / 2]`` (in fp32)."""
+    return _rotate(x.float(), cos, sin).type_as(x)
 
 
 def _rotate_queries_keys(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
@@ -82,8 +87,7 @@ def _rotate_queries_keys(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, si
     kernels (one step at batch 1 is bound by their number): one rotation of the heads side by side, and no
     explicit ``float()`` (the fp32 ``cos`` / ``sin`` promote each product, which computes exactly
     ``x.float() * cos``). Not for training: a low-precision gradient would be accumulated differently."""
-    x1, x2 = torch.cat([q, k], dim=1).chunk(2, dim=-1)
-    out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).type_as(q)
+    out = _rotate(torch.cat([q, k], dim=1), cos, sin).type_as(q)
     return out.split([q.shape[1], k.shape[1]], dim=1)
 
 
@@ -149,13 +153,13 @@ class CrossAttention(nn.Module):
         return k, v
 
     def forward(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                memory_mask: Optional[torch.Tensor], prepared_mask: Optional[tuple] = None) -> torch.Tensor:
-        """``x [B, T, D]``, ``keys``/``values [B, H_kv, M, Dh]``, ``memory_mask [B, M]`` bool
-        (True = real frame) -> ``[B, T, D]``. A row whose memory is all padding gets a zero update.
-        ``prepared_mask``: :func:`cross_attention_mask` of ``memory_mask``, computed once for all layers."""
+                memory_mask: tuple[Optional[torch.Tensor], Optional[torch.Tensor]] = (None, None)) -> torch.Tensor:
+        """``x [B, T, D]``, ``keys``/``values [B, H_kv, M, Dh]`` -> ``[B, T, D]``. ``memory_mask``: the
+        :func:`cross_attention_mask` of the memory's padding mask (computed once for all layers); a row whose
+        memory is all padding gets a zero update."""
         q = self.q_proj(x).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
         keys, values = keys.to(q.dtype), values.to(q.dtype)
-        mask, empty_rows = prepared_mask if prepared_mask is not None else cross_attention_mask(memory_mask)
+        mask, empty_rows = memory_mask
         out = F.scaled_dot_product_attention(
             q, keys, values, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=self.num_kv_heads != self.num_heads)
@@ -213,10 +217,12 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: Optional[torch.Tensor],
                 cache: Optional[LayerKVCache] = None, slots: Optional[torch.Tensor] = None,
                 memory_kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                memory_mask: Optional[torch.Tensor] = None, prepared_mask: Optional[tuple] = None) -> torch.Tensor:
+                memory_mask: tuple[Optional[torch.Tensor], Optional[torch.Tensor]] = (None, None)) -> torch.Tensor:
+        """``memory_kv``: this layer's cross-attention keys / values; ``memory_mask``: their
+        :func:`cross_attention_mask`."""
         x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, cache, slots))
         if self.cross_attn is not None:
-            x = x + self.dropout(self.cross_attn(self.cross_norm(x), *memory_kv, memory_mask, prepared_mask))
+            x = x + self.dropout(self.cross_attn(self.cross_norm(x), *memory_kv, memory_mask))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
@@ -351,12 +357,12 @@ class TransformerLM(nn.Module):
             mask = attention_mask(slots, cache.key_valid[:, :cache.attend_len])
 
         memory_kv, memory_mask = self._memory_keys_values(memory, memory_mask, cache)
-        prepared = self._cross_mask(memory_mask, cache) if self.memory_dim is not None else None
+        cross_mask = self._cross_mask(memory_mask, cache) if self.memory_dim is not None else (None, None)
         cos, sin = self.rotary(positions)
         x = self.embed(tokens)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, cache.layers[i] if cache is not None else None, slots,
-                      memory_kv[i], memory_mask, prepared)
+                      memory_kv[i], cross_mask)
         hidden = self.norm(x)
         logits = self.output_logits(hidden)
         return (logits, hidden) if return_hidden else logits
