@@ -30,20 +30,30 @@ def encode(job: tuple[str, str, float]) -> int:
     return Path(dst).stat().st_size
 
 
+def add_pack_options(ap: argparse.ArgumentParser, level: float) -> None:
+    """The options every packer of this folder takes: --level, --part-mb, --jobs, --overwrite."""
+    ap.add_argument("--level", type=float, default=level, help="libsndfile compression level (0 best .. 1 smallest)")
+    ap.add_argument("--part-mb", type=float, default=60.0)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
+
+
+def clear_out(ap: argparse.ArgumentParser, out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` unless ``overwrite`` (then empty it)."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            ap.error(f"{out} exists and is not empty (--overwrite replaces it)")
+        shutil.rmtree(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("songs", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--splits", nargs="+", default=["train", "valid"])
-    ap.add_argument("--level", type=float, default=0.9, help="libsndfile compression level (0 best .. 1 smallest)")
-    ap.add_argument("--part-mb", type=float, default=60.0)
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
+    add_pack_options(ap, level=0.9)
     args = ap.parse_args()
-    if args.out.exists() and any(args.out.iterdir()):
-        if not args.overwrite:
-            ap.error(f"{args.out} exists and is not empty (--overwrite replaces it)")
-        shutil.rmtree(args.out)
+    clear_out(ap, args.out, args.overwrite)
     staging = args.out / "all"
     jobs, manifests = [], {}
     for split in args.splits:
