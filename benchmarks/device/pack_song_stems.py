@@ -30,10 +30,11 @@ def encode(job: tuple[str, str, float]) -> int:
     return Path(dst).stat().st_size
 
 
-def add_pack_options(ap: argparse.ArgumentParser, level: float) -> None:
+def add_pack_options(ap: argparse.ArgumentParser, level: float, part_mb: float = 60.0) -> None:
     """The options every packer of this folder takes: --level, --part-mb, --jobs, --overwrite."""
     ap.add_argument("--level", type=float, default=level, help="libsndfile compression level (0 best .. 1 smallest)")
-    ap.add_argument("--part-mb", type=float, default=60.0)
+    ap.add_argument("--part-mb", type=float, default=part_mb,
+                    help="size of a part (a device call carries 64 MiB, counted in file blocks)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
 
