@@ -190,8 +190,8 @@ class SongGenerator:
 
         Both are graph-safe (``graph_safe = True``): with the graph-safe loop's state (``state.step`` a
         device tensor, ``state.generated`` the fixed-size buffer) they run without host synchronisations,
-        so ``generate(cuda_graph=True)`` captures the whole decoding step; with a Python-int step they do
-        exactly what they did before."""
+        so ``generate(cuda_graph=True)`` captures the whole decoding step; the eager loop's Python-int step
+        becomes such a tensor first, so one code path serves both."""
         layout = self.layout
         device = known.device
         delays = layout.delays.to(device)
@@ -209,31 +209,27 @@ class SongGenerator:
         banned_eos_ok[:, eos] = ~may_end
         never = 1 << 40
 
+        def current_column(state: StepState) -> torch.Tensor:
+            """The column being decoded as a 0-dim device tensor (the graph-safe loop's step is one already)."""
+            step = state.step if state.fixed else torch.tensor(state.step, device=device)
+            return start + step
+
         def sample_fn(logits: torch.Tensor, state: StepState) -> torch.Tensor:
-            column = start + state.step
-            if isinstance(column, torch.Tensor):                                   # graph-safe loop
-                eos_ok = (column % g == 0) & (column >= g) & opts.stop_at_eos
-                banned = torch.where(eos_ok, banned_eos_ok, banned_no_eos)
-            else:
-                eos_ok = opts.stop_at_eos and column % g == 0 and column >= g
-                banned = banned_eos_ok if eos_ok else banned_no_eos
+            column = current_column(state)
+            eos_ok = (column % g == 0) & (column >= g) & opts.stop_at_eos
+            banned = torch.where(eos_ok, banned_eos_ok, banned_no_eos)
             return sampler(logits.float().masked_fill(banned, float("-inf")), state)
 
         def force_fn(tokens: torch.Tensor, state: StepState) -> torch.Tensor:
-            column = start + state.step
+            column = current_column(state)
             generated = state.generated.index_select(1, zero)                       # [B, Z, N]
             ended = (generated == eos).any(1)                                       # [B, N]
             if state.fixed:                                  # columns not generated yet: stop the count there
                 ended = ended | ~state.valid_columns()
             before = (~ended).long().cumprod(-1).sum(-1)                            # columns before the first EOS
             now = (tokens.index_select(1, zero) == eos).any(-1) | (column >= limit)
-            if isinstance(column, torch.Tensor):
-                end = torch.where(before < state.step, start + before, torch.where(now, column, never))
-                cell = known.index_select(2, column.view(1)).squeeze(2).index_select(0, state.rows)   # [B, R]
-            else:
-                end = torch.where(before < state.step, start + before,
-                                  torch.where(now, torch.full_like(before, column), torch.full_like(before, never)))
-                cell = known[state.rows, :, column]                                 # [B, R]
+            end = torch.where(before < state.step, start + before, torch.where(now, column, never))
+            cell = known.index_select(2, column.view(1)).squeeze(2).index_select(0, state.rows)   # [B, R]
             out = torch.where(cell >= 0, cell, tokens)
             return torch.where(column >= delays[None] + end[:, None], torch.full_like(out, eos), out)
 
