@@ -42,6 +42,27 @@ def seed_euclidean_rvq(encoder, layers, wav: torch.Tensor, seed: int = 0):
         residual = residual - book.embed[codes]
 
 
+def assert_rvq_codes_match(codes: torch.Tensor, ref_codes: torch.Tensor, latents: torch.Tensor, codebooks,
+                            rtol: float = 1e-4, max_flips: float = 0.01) -> None:
+    """``codes`` equal ``ref_codes [B, K, T]`` except at near-ties: where a frame's codes first differ (layer
+    k), both codes must be equally near the residual that the reference's codes leave of ``latents
+    [B, D, T]`` (squared distances within ``rtol``; after a flip the later layers of that frame may differ),
+    and at most ``max_flips`` of the frames (or one) may flip. Euclidean RVQ; ``codebooks``: ``[N, D]`` per layer.
+    Another CPU's kernels round differently, and codebooks seeded with real frames make near-ties common."""
+    assert codes.shape == ref_codes.shape
+    frames = (codes != ref_codes).any(1).nonzero().tolist()   # [(b, t)]
+    assert len(frames) <= max(1, max_flips * codes.shape[0] * codes.shape[-1]), f"{len(frames)} frames differ"
+    for b, t in frames:
+        residual = latents[b, :, t].double()
+        k = int((codes[b, :, t] != ref_codes[b, :, t]).nonzero()[0])
+        for layer in range(k):
+            residual = residual - codebooks[layer][ref_codes[b, layer, t]].double()
+        dist = ((residual[None] - codebooks[k].double()) ** 2).sum(-1)
+        ours, theirs = dist[codes[b, k, t]], dist[ref_codes[b, k, t]]
+        assert abs(ours - theirs) <= rtol * max(theirs, 1e-12), \
+            f"frame {t} layer {k}: not a near-tie ({float(ours):.6g} vs {float(theirs):.6g})"
+
+
 def run_recipe(script, options, overrides, timeout: float = 600):
     """Run an ``egs`` recipe script with ``options`` (list of str) and ``--set`` ``overrides``, with this
     Python's ``audiocodec`` on PATH and one thread; fail the test with the output's tail if it fails."""
