@@ -65,7 +65,8 @@ def report(label: str, bs: int, dtype: str, t_enc: float, t_dec: float, args) ->
         limit = H200_BF16_TFLOPS * 1e3 / WAVTOKENIZER_DECODER_GFLOP_PER_S
         row["decode_fraction_of_roofline"] = row["decode_xrt"] / limit
     extra = f" ({row['decode_fraction_of_roofline']:.1%} of roofline)" if "decode_fraction_of_roofline" in row else ""
-    print(f"| {label} | {bs} | {dtype} | {row['encode_xrt']:,.0f} | {row['decode_xrt']:,.0f}{extra} |", flush=True)
+    xrt = lambda v: f"{v:,.1f}" if v < 100 else f"{v:,.0f}"  # noqa: E731 (CPU figures are small)
+    print(f"| {label} | {bs} | {dtype} | {xrt(row['encode_xrt'])} | {xrt(row['decode_xrt'])}{extra} |", flush=True)
     return row
 
 

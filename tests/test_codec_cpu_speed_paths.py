@@ -103,3 +103,38 @@ def test_codec_fast_path_equals_reference(name):
     assert ref_codes.unique().numel() > 10
     fast, ref = both(lambda: codec.decode(ref_codes))
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4)
+
+
+def _tiny_decoder_codes(seed: int = 0):
+    torch.manual_seed(seed)
+    codec = audiocodec.build_codec("wavtokenizer-75", **TINY["wavtokenizer-75"]).prepare_for_inference()
+    return codec, torch.randint(0, codec.quantizer.layers[0].codebook.codebook_size, (2, 1, 60))
+
+
+def test_packed_vocos_linears_follow_weight_updates_and_copy():
+    """The decoder's oneDNN-packed Linear weights are a cache: rebuilt after an in-place update, and a codec
+    deep-copied after a CPU decode (the EMA weights of training do so) decodes like the original."""
+    import copy
+    codec, codes = _tiny_decoder_codes()
+    with torch.inference_mode():
+        codec.decode(codes)  # fills the packed-weight caches
+    with torch.no_grad():
+        for block in codec.decoder.backbone.convnext:
+            block.pwconv1.weight.mul_(1.5)
+    fast, ref = both(lambda: codec.decode(codes))
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4)
+    twin = copy.deepcopy(codec)
+    with torch.inference_mode():
+        torch.testing.assert_close(twin.decode(codes), fast, atol=1e-6, rtol=1e-5)
+
+
+def test_bf16_decode_fast_path_equals_reference_bf16():
+    """Under CPU bf16 autocast the packed path computes the reference path's bf16 GEMMs (oneDNN both)."""
+    codec, codes = _tiny_decoder_codes(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast, ref = both(lambda: codec.decode(codes))
+    with torch.inference_mode():
+        full = codec.decode(codes)
+    noise = lambda a: float(((a - full) ** 2).mean() / (full ** 2).mean())  # noqa: E731
+    assert noise(fast) < 1e-3 and noise(ref) < 1e-3   # both bf16-close to fp32 (> 30 dB)
+    torch.testing.assert_close(fast, ref, atol=0.02 * float(full.abs().max()), rtol=0.05)

@@ -102,20 +102,31 @@ def pad_time_major(x: torch.Tensor, left: int, right: int, mode: str) -> torch.T
     return torch.cat(parts, dim=1).transpose(1, 2).unsqueeze(2)
 
 
+class _DerivedCache(dict):
+    """A cache that copies and pickles as empty (its entries are rebuilt on demand; some, like oneDNN's
+    packed weights, cannot be copied at all)."""
+
+    def __deepcopy__(self, memo):
+        return type(self)()
+
+    def __reduce__(self):
+        return type(self), ()
+
+
 class TimeMajorWeights:
     """Per-module cache of weights in another layout (or otherwise derived from parameters), rebuilt
-    when a source tensor changes (new data, in-place update, dtype or device)."""
+    when a source tensor changes (new data, in-place update, dtype or device) or ``tag`` changes."""
 
     @staticmethod
-    def get(module: nn.Module, name: str, sources, make):
+    def get(module: nn.Module, name: str, sources, make, tag=None):
         """``make(*sources)``, cached on ``module`` under ``name``; ``sources``: a tensor or a tuple."""
         sources = sources if isinstance(sources, tuple) else (sources,)
         try:
-            key = tuple((t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) if t is not None else None
-                        for t in sources)
+            key = (tag,) + tuple((t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) if t is not None
+                                 else None for t in sources)
         except RuntimeError:  # inference tensors have no version counter: no caching
             return make(*sources)
-        cache = module.__dict__.setdefault("_layout_cache", {})
+        cache = module.__dict__.setdefault("_layout_cache", _DerivedCache())
         hit = cache.get(name)
         if hit is None or hit[0] != key:
             hit = cache[name] = (key, make(*sources))
