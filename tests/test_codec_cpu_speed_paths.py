@@ -138,3 +138,44 @@ def test_bf16_decode_fast_path_equals_reference_bf16():
     noise = lambda a: float(((a - full) ** 2).mean() / (full ** 2).mean())  # noqa: E731
     assert noise(fast) < 1e-3 and noise(ref) < 1e-3   # both bf16-close to fp32 (> 30 dB)
     torch.testing.assert_close(fast, ref, atol=0.02 * float(full.abs().max()), rtol=0.05)
+
+
+def test_packed_encoder_convs_follow_weight_updates_and_copy():
+    """The encoder convs' oneDNN-packed weights (and the VQ search's packed codebook) are caches: rebuilt after
+    an in-place update, and a codec deep-copied after a CPU encode encodes like the original."""
+    import copy
+    torch.manual_seed(0)
+    codec = audiocodec.build_codec("wavtokenizer-75", **TINY["wavtokenizer-75"]).prepare_for_inference()
+    wav = 0.1 * torch.randn(1, 1, 9000)  # long enough for the long-input path of the first layers
+    with torch.inference_mode():
+        codec.encoder(wav)  # fills the packed-weight caches
+        codec.encode(wav)
+    with torch.no_grad():
+        for m in codec.encoder.modules():
+            if isinstance(m, PaddedConv1d):
+                m.weight.mul_(1.25)
+        book = codec.quantizer.layers[0].codebook
+        book.embed.copy_(torch.randn_like(book.embed) * 0.1)
+    fast, ref = both(lambda: codec.encoder(wav))
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    fast_codes, ref_codes = both(lambda: codec.encode(wav).tokens)
+    assert torch.equal(fast_codes, ref_codes)
+    twin = copy.deepcopy(codec)
+    with torch.inference_mode():
+        torch.testing.assert_close(twin.encoder(wav), fast, atol=1e-6, rtol=1e-6)
+        assert torch.equal(twin.encode(wav).tokens, fast_codes)
+
+
+def test_pointwise_conv_add_into_equals_add():
+    """``conv.add_into(out, x)`` is ``out.add_(conv(x))``: in place (oneDNN's fused add on the fast path, the
+    same floats), and the plain add for inputs it does not take (channel-major ``out``)."""
+    torch.manual_seed(0)
+    conv = PaddedConv1d(8, 16, 1).eval()
+    x = torch.randn(2, 300, 8).transpose(1, 2)
+    for out in (torch.randn(2, 300, 16).transpose(1, 2), torch.randn(2, 16, 300)):
+        expected = out + conv(x).detach()
+        with torch.inference_mode():
+            ptr = out.data_ptr()
+            res = conv.add_into(out, x)
+        assert res.data_ptr() == ptr
+        torch.testing.assert_close(res, expected, atol=1e-6, rtol=1e-6)

@@ -189,7 +189,11 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
     long_input = 4096
     #: CPU inference (no autograd) runs the conv time-major (``[B, L, C]`` memory, oneDNN's native layout:
     #: no reorder of activations per call, 1.3-1.7x faster convs) and returns a time-major view; the
-    #: next time-major conv takes it without a copy. Outputs equal the reference up to float rounding.
+    #: next time-major conv takes it without a copy. In fp32 (no autocast) the convs run as oneDNN ops with
+    #: their weights prepacked once (cached per module, rebuilt when a weight changes), and a residual block's
+    #: last pointwise conv adds its output into the shortcut's in place (:meth:`add_into`); the VQ search
+    #: takes the same switch (:class:`audiocodec.quantize.vq.EuclideanCodebook`). Outputs equal the reference
+    #: up to float rounding.
     cpu_time_major = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,18 +221,65 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         if self.in_channels == 1 and self.groups == 1 and d == 1 and x.shape[1] == 1:
             # one input channel: im2col (a strided view) and one matmul, ~5x faster than oneDNN's conv
             frames = pad1d(x, (left, right), self.pad_mode)[:, 0].unfold(-1, self.kernel_size[0], s)  # [B, T, k]
+            if self._packed_applies(x):  # oneDNN, weight prepacked, bias fused
+                w = TimeMajorWeights.get(self, "w_onednn_tk", self.weight,
+                                         lambda w: torch.ops.mkldnn._reorder_linear_weight(w[:, 0].contiguous(), None))
+                y = torch.ops.mkldnn._linear_pointwise(frames.contiguous(), w, self.bias, "none", [], "")
+                return y.transpose(1, 2)
             w = TimeMajorWeights.get(self, "w_tk", self.weight, lambda w: w[:, 0].t().contiguous())
             y = frames @ w
             if self.bias is not None:
                 y = y.add_(self.bias)
             return y.transpose(1, 2)
-        w4 = TimeMajorWeights.get(self, "w_cl", self.weight, lambda w: w.unsqueeze(2).contiguous(
-            memory_format=torch.channels_last))
-        conv = functools.partial(F.conv2d, weight=w4, bias=self.bias, stride=(1, s), dilation=(1, d),
-                                 groups=self.groups)
+        if self._packed_applies(x):
+            conv = functools.partial(self._packed_conv, length=x.shape[-1])
+        else:
+            w4 = TimeMajorWeights.get(self, "w_cl", self.weight, lambda w: w.unsqueeze(2).contiguous(
+                memory_format=torch.channels_last))
+            conv = functools.partial(F.conv2d, weight=w4, bias=self.bias, stride=(1, s), dilation=(1, d),
+                                     groups=self.groups)
         if x.shape[-1] >= self.long_input and self.pad_mode in ("reflect", "replicate", "constant"):
             return self._forward_long(x, main=lambda x_, pad: conv(time_major_4d(x_), padding=(0, pad)).squeeze(2))
         return conv(pad_time_major(x, left, right, self.pad_mode)).squeeze(2)
+
+    def _packed_applies(self, x: torch.Tensor) -> bool:
+        """Whether the time-major conv runs through oneDNN with a prepacked weight (fp32, no autocast)."""
+        return (x.dtype == torch.float32 and self.weight.dtype == torch.float32
+                and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu"))
+
+    def _packed_weight(self, padding: int, length: int) -> torch.Tensor:
+        """The weight reordered once into oneDNN's blocked layout for this conv (cached on the module, rebuilt
+        when the weight changes; inputs of other lengths reuse it, oneDNN reorders again only if it must)."""
+        s, d = self.stride[0], self.dilation[0]
+        k_eff = (self.kernel_size[0] - 1) * d + 1
+
+        def pack(w):
+            w4 = w.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+            return torch.ops.mkldnn._reorder_convolution_weight(w4, [0, padding], [1, s], [1, d], self.groups,
+                                                                [1, self.in_channels, 1, max(length, k_eff)])
+        return TimeMajorWeights.get(self, f"w_onednn_pad{padding}", self.weight, pack)
+
+    def _packed_conv(self, x4: torch.Tensor, padding=(0, 0), length: int = 1) -> torch.Tensor:
+        """``F.conv2d`` of the time-major ``x4 [B, C, 1, L]`` with the prepacked weight."""
+        pad = padding[1]
+        return torch.ops.mkldnn._convolution_pointwise(
+            x4, self._packed_weight(pad, length), self.bias, [0, pad], [1, self.stride[0]],
+            [1, self.dilation[0]], self.groups, "none", [], "")
+
+    def add_into(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out.add_(self(x))``: on the CPU fast path of a pointwise conv (kernel 1, stride 1) oneDNN adds the
+        conv's output into ``out`` itself (no output tensor, no extra pass; the same floats)."""
+        if (self.kernel_size[0] == 1 and self.stride[0] == 1 and self._streaming_state is None
+                and self.cpu_time_major and x.device.type == "cpu" and not torch.is_grad_enabled()
+                and not torch.compiler.is_compiling() and x.dim() == 3 and out.dim() == 3
+                and out.unsqueeze(2).is_contiguous(memory_format=torch.channels_last)
+                and out.dtype == x.dtype and out.shape == (x.shape[0], self.out_channels, x.shape[-1])
+                and self._packed_applies(x)):
+            torch.ops.mkldnn._convolution_pointwise_.binary(
+                out.unsqueeze(2), time_major_4d(x), self._packed_weight(0, x.shape[-1]), self.bias, [0, 0],
+                [1, 1], [1, self.dilation[0]], self.groups, "add", 1.0, None, [], None)
+            return out
+        return out.add_(self(x))
 
     def _forward_long(self, x: torch.Tensor, main=None) -> torch.Tensor:
         """Same result as ``conv(pad_input(x))`` without copying the whole padded input.
@@ -255,14 +306,15 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         conv = functools.partial(F.conv1d, weight=weight, bias=self.bias, stride=s, dilation=self.dilation,
                                  groups=self.groups)
         y = conv(x, padding=left) if main is None else main(x, left)
+        edge = conv if main is None else (lambda x_: main(x_, 0))  # the few edge frames, the same way
         if y.shape[-1] > n_out:
             y = y[..., :n_out]
         if jl:
             m = min(length, max((jl - 1) * s + k_eff - left, left + 1))
-            y[..., :jl] = conv(pad1d(x[..., :m], (left, 0), self.pad_mode))[..., :jl]
+            y[..., :jl] = edge(pad1d(x[..., :m], (left, 0), self.pad_mode))[..., :jl]
         if jr < n_out:
             j0 = (start + left) // s
-            tail = conv(pad1d(x[..., start:], (0, right), self.pad_mode))[..., jr - j0: n_out - j0]
+            tail = edge(pad1d(x[..., start:], (0, right), self.pad_mode))[..., jr - j0: n_out - j0]
             if y.shape[-1] < n_out:
                 return torch.cat([y[..., :jr], tail], dim=-1)
             y[..., jr:] = tail

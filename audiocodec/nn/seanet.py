@@ -138,7 +138,7 @@ class SEANetResnetBlock(nn.Module, StreamingModule):
         if out is x:  # identity shortcut
             out = x.clone()
         h = conv1(_activation(act0, x, owned))
-        return out.add_(conv2(_activation(act1, h, True)))
+        return conv2.add_into(out, _activation(act1, h, True))
 
     def _init_streaming_state(self) -> dict:
         return dict(skip=None)  # shortcut output the (delayed) block has not caught up with yet
