@@ -57,7 +57,7 @@ def main() -> None:
             for _, r in records]
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(encode, jobs, chunksize=16))
-    part, used, limit = 0, 0, args.part_mb * 2**20
+    part, used, limit = 0, 0, args.part_mb * 1e6
     manifests: dict[tuple[int, str], list] = {}
     for (split, r), (_, dst, _, _), (size, seconds) in zip(records, jobs, results):
         if used and used + size > limit:
@@ -73,7 +73,7 @@ def main() -> None:
             f.writelines(json.dumps(row) + "\n" for row in rows)
     shutil.rmtree(staging)
     total = sum(size for size, _ in results)
-    print(f"{len(records)} clips, {total / 2**20:.1f} MB in {part + 1} parts of <= {args.part_mb:g} MB -> {args.out}")
+    print(f"{len(records)} clips, {total / 1e6:.1f} MB in {part + 1} parts of <= {args.part_mb:g} MB -> {args.out}")
 
 
 if __name__ == "__main__":
