@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -148,6 +149,40 @@ def reflect_pad(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
     return out
 
 
+def cpu_inference(x: torch.Tensor) -> bool:
+    """The CPU inference fast paths apply to ``x``: a CPU tensor, no autograd, eager (not being compiled), and
+    the switch :attr:`PaddedConv1d.cpu_time_major` on (off: the reference paths, for tests)."""
+    return (x.device.type == "cpu" and not torch.is_grad_enabled() and PaddedConv1d.cpu_time_major
+            and not torch.compiler.is_compiling())
+
+
+def packed_linear(x: torch.Tensor, owner: nn.Module, name: str, sources, weight_bias,
+                  dtype: torch.dtype = torch.float32, gelu: bool = False) -> torch.Tensor:
+    """``x @ W.T + b`` (then exact GELU if ``gelu``) in ``dtype`` through oneDNN, where ``(W [N, K], b [N] or
+    None) = weight_bias(*sources)`` is prepacked once and cached on ``owner`` under ``name`` (rebuilt when a
+    source tensor changes). Where MKL's sgemm runs well below peak (an AMD EPYC: 70-85%, oneDNN ~97%) this is
+    20-25% faster than ``F.linear``; equal to it up to float rounding. CPU inference only (see
+    :func:`cpu_inference`, :func:`onednn_dtype`)."""
+    def pack(*src):
+        w, b = weight_bias(*src)
+        return (torch.ops.mkldnn._reorder_linear_weight(w.to(dtype).contiguous(), None),
+                None if b is None else b.to(dtype))
+    w, b = TimeMajorWeights.get(owner, name, sources, pack, tag=dtype)
+    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), w, b, "gelu" if gelu else "none", [],
+                                              "none" if gelu else "")
+
+
+def onednn_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
+    """The dtype of :func:`packed_linear` for ``x`` on the CPU inference path (autocast's when enabled), or None
+    where it does not apply (not :func:`cpu_inference`, no oneDNN, a dtype it does not run)."""
+    if not cpu_inference(x) or not torch.backends.mkldnn.is_available():
+        return None
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    if dtype == torch.float32 or (dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return dtype
+    return None
+
+
 class PaddedConv1d(nn.Conv1d, StreamingModule):
     """Conv1d with SEANet padding: ``[B, C_in, L] -> [B, C_out, ceil(L / stride)]``.
 
@@ -199,8 +234,7 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._streaming_state is not None:
             return self._streaming_step(x, final=False)
-        if (self.cpu_time_major and x.device.type == "cpu" and not torch.is_grad_enabled() and x.dim() == 3
-                and not torch.compiler.is_compiling()):
+        if cpu_inference(x) and x.dim() == 3:
             return self._forward_time_major(x)
         if x.shape[-1] >= self.long_input and self.pad_mode in ("reflect", "replicate", "constant"):
             return self._forward_long(x)
@@ -222,9 +256,8 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
             # one input channel: im2col (a strided view) and one matmul, ~5x faster than oneDNN's conv
             frames = pad1d(x, (left, right), self.pad_mode)[:, 0].unfold(-1, self.kernel_size[0], s)  # [B, T, k]
             if self._packed_applies(x):  # oneDNN, weight prepacked, bias fused
-                w = TimeMajorWeights.get(self, "w_onednn_tk", self.weight,
-                                         lambda w: torch.ops.mkldnn._reorder_linear_weight(w[:, 0].contiguous(), None))
-                y = torch.ops.mkldnn._linear_pointwise(frames.contiguous(), w, self.bias, "none", [], "")
+                y = packed_linear(frames.contiguous(), self, "w_onednn_tk", (self.weight, self.bias),
+                                  lambda w, b: (w[:, 0], b))
                 return y.transpose(1, 2)
             w = TimeMajorWeights.get(self, "w_tk", self.weight, lambda w: w[:, 0].t().contiguous())
             y = frames @ w
@@ -270,8 +303,7 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         """``out.add_(self(x))``: on the CPU fast path of a pointwise conv (kernel 1, stride 1) oneDNN adds the
         conv's output into ``out`` itself (no output tensor, no extra pass; the same floats)."""
         if (self.kernel_size[0] == 1 and self.stride[0] == 1 and self._streaming_state is None
-                and self.cpu_time_major and x.device.type == "cpu" and not torch.is_grad_enabled()
-                and not torch.compiler.is_compiling() and x.dim() == 3 and out.dim() == 3
+                and cpu_inference(x) and x.dim() == 3 and out.dim() == 3
                 and out.unsqueeze(2).is_contiguous(memory_format=torch.channels_last)
                 and out.dtype == x.dtype and out.shape == (x.shape[0], self.out_channels, x.shape[-1])
                 and self._packed_applies(x)):

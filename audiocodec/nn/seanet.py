@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import PaddedConv1d, build_conv1d, build_conv_transpose1d
+from .conv import PaddedConv1d, build_conv1d, build_conv_transpose1d, cpu_inference
 from .init import init_weights_
 from .streaming import StreamingModule, empty_like_time, stream_step
 
@@ -22,12 +22,6 @@ def make_activation(name: str = "ELU", **params) -> nn.Module:
     if name not in allowed:
         raise ValueError(f"unknown activation {name!r}: use one of {sorted(allowed)}")
     return getattr(nn, name)(**params)
-
-
-def _cpu_inference(x: torch.Tensor) -> bool:
-    """The CPU inference fast paths apply: a CPU tensor, no autograd, the time-major conv path enabled."""
-    return (x.device.type == "cpu" and not torch.is_grad_enabled() and PaddedConv1d.cpu_time_major
-            and not torch.compiler.is_compiling())
 
 
 def _activation(act: nn.Module, x: torch.Tensor, inplace: bool) -> torch.Tensor:
@@ -119,7 +113,7 @@ class SEANetResnetBlock(nn.Module, StreamingModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._streaming_state is not None:
             return self._streaming_step(x, final=False)
-        if _cpu_inference(x) and self.fusable():
+        if cpu_inference(x) and self.fusable():
             return self.forward_fused(x, owned=False)
         return self.shortcut(x) + self.block(x)
 
@@ -200,7 +194,7 @@ class SEANetEncoder(nn.Module, StreamingModule):
         self.model = init_weights_(nn.Sequential(*model), init)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        if _cpu_inference(wav):
+        if cpu_inference(wav):
             return run_sequential(self.model, wav)
         return self.model(wav)
 
@@ -249,7 +243,7 @@ class SEANetDecoder(nn.Module, StreamingModule):
         self.model = init_weights_(nn.Sequential(*model), init)
 
     def forward(self, latents: torch.Tensor, **_) -> torch.Tensor:
-        if _cpu_inference(latents):
+        if cpu_inference(latents):
             return run_sequential(self.model, latents)
         return self.model(latents)
 

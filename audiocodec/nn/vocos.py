@@ -12,31 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import PaddedConv1d, TimeMajorWeights
+from .conv import onednn_dtype, packed_linear
 
 
-def onednn_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
-    """The dtype of the CPU inference path's GEMMs for ``x`` (autocast's when enabled), or None where that
-    path does not apply (autograd, another device, torch.compile, no oneDNN, a dtype it does not run)."""
-    if (x.device.type != "cpu" or torch.is_grad_enabled() or not PaddedConv1d.cpu_time_major
-            or torch.compiler.is_compiling() or not torch.backends.mkldnn.is_available()):
-        return None
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-    if dtype == torch.float32 or (dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-        return dtype
-    return None
-
-
-def packed_linear(x: torch.Tensor, linear: nn.Linear, dtype: torch.dtype, gelu: bool = False) -> torch.Tensor:
-    """``linear(x)`` (then exact GELU if ``gelu``) in ``dtype`` through oneDNN with the weight prepacked once
-    (cached on the module, rebuilt when the weight changes). Where MKL's sgemm runs well below peak (an
-    AMD EPYC: 70-85%, oneDNN ~97%) this is 20-25% faster than ``F.linear``; equal to it up to float rounding."""
-    def pack(w, b):
-        return (torch.ops.mkldnn._reorder_linear_weight(w.to(dtype).contiguous(), None),
-                None if b is None else b.to(dtype))
-    w, b = TimeMajorWeights.get(linear, "onednn_packed", (linear.weight, linear.bias), pack, tag=dtype)
-    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), w, b, "gelu" if gelu else "none", [],
-                                              "none" if gelu else "")
+def _packed(x: torch.Tensor, linear: nn.Linear, dtype: torch.dtype, gelu: bool = False) -> torch.Tensor:
+    """``linear(x)`` (then GELU) through :func:`~audiocodec.nn.conv.packed_linear` (CPU inference)."""
+    return packed_linear(x, linear, "onednn_packed", (linear.weight, linear.bias), lambda w, b: (w, b), dtype, gelu)
 
 
 class AdaLayerNorm(nn.Module):
@@ -80,7 +61,7 @@ class ConvNeXtBlock(nn.Module):
         dtype = onednn_dtype(x)
         if dtype is not None and type(self.act) is nn.GELU and self.act.approximate == "none":
             # CPU inference: prepacked oneDNN GEMMs, GELU fused into the first
-            x = packed_linear(packed_linear(x, self.pwconv1, dtype, gelu=True), self.pwconv2, dtype)
+            x = _packed(_packed(x, self.pwconv1, dtype, gelu=True), self.pwconv2, dtype)
         else:
             x = self.pwconv2(self.act(self.pwconv1(x)))
         if self.gamma is not None:
@@ -229,7 +210,7 @@ class ISTFTHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = onednn_dtype(x)
-        x = self.out(x) if dtype is None else packed_linear(x, self.out, dtype)
+        x = self.out(x) if dtype is None else _packed(x, self.out, dtype)
         x = x.transpose(1, 2).float()  # the spectrum is built in fp32
         mag, phase = x.chunk(2, dim=1)
         mag = torch.exp(mag).clip(max=1e2)

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn.conv import PaddedConv1d, TimeMajorWeights
+from ..nn.conv import cpu_inference, packed_linear
 
 
 class QuantizerOutput(NamedTuple):
@@ -101,19 +101,15 @@ class EuclideanCodebook(nn.Module):
 
     def _onednn_search_applies(self, x: torch.Tensor) -> bool:
         """CPU inference (the CPU fast paths' switch on, fp32 codebook, no autograd, eager, oneDNN present)."""
-        return (x.device.type == "cpu" and self.embed.dtype == torch.float32 and not torch.is_grad_enabled()
-                and PaddedConv1d.cpu_time_major and not torch.compiler.is_compiling()
-                and torch.backends.mkldnn.is_available())
+        return cpu_inference(x) and self.embed.dtype == torch.float32 and torch.backends.mkldnn.is_available()
 
     def _onednn_search(self, x: torch.Tensor) -> torch.Tensor:
         """:func:`nearest_code` as one oneDNN GEMM with the codebook prepacked once: ``x . (-2 e) + |e|^2``
         (the same scores: scaling by -2 is exact), no broadcast copy of ``|e|^2``. Cached on the module,
         rebuilt when the codebook changes."""
-        def pack(e):
-            return (torch.ops.mkldnn._reorder_linear_weight((-2 * e).contiguous(), None), e.pow(2).sum(1))
-        w, b = TimeMajorWeights.get(self, "onednn_search", self.embed, pack)
         with torch.autocast("cpu", enabled=False):
-            return torch.ops.mkldnn._linear_pointwise(x.float(), w, b, "none", [], "").argmin(dim=-1)
+            scores = packed_linear(x.float(), self, "onednn_search", self.embed, lambda e: (-2 * e, e.pow(2).sum(1)))
+        return scores.argmin(dim=-1)
 
     def _embed_sq(self) -> torch.Tensor:
         """``|e|^2`` of the codes, cached until the codebook changes (inference reuses it)."""
