@@ -1,6 +1,7 @@
 """CPU inference fast paths (time-major convs, fused SEANet residual blocks, matmul VQ search) give the
 reference results: same codes, audio within float rounding."""
 import contextlib
+import copy
 import itertools
 
 import pytest
@@ -114,7 +115,6 @@ def _tiny_decoder_codes(seed: int = 0):
 def test_packed_vocos_linears_follow_weight_updates_and_copy():
     """The decoder's oneDNN-packed Linear weights are a cache: rebuilt after an in-place update, and a codec
     deep-copied after a CPU decode (the EMA weights of training do so) decodes like the original."""
-    import copy
     codec, codes = _tiny_decoder_codes()
     with torch.inference_mode():
         codec.decode(codes)  # fills the packed-weight caches
@@ -143,7 +143,6 @@ def test_bf16_decode_fast_path_equals_reference_bf16():
 def test_packed_encoder_convs_follow_weight_updates_and_copy():
     """The encoder convs' oneDNN-packed weights (and the VQ search's packed codebook) are caches: rebuilt after
     an in-place update, and a codec deep-copied after a CPU encode encodes like the original."""
-    import copy
     torch.manual_seed(0)
     codec = audiocodec.build_codec("wavtokenizer-75", **TINY["wavtokenizer-75"]).prepare_for_inference()
     wav = 0.1 * torch.randn(1, 1, 9000)  # long enough for the long-input path of the first layers
