@@ -50,3 +50,7 @@ def test_pack_speech_parts_are_corpora(tmp_path):
     again = _pack(src, out)
     assert again.returncode != 0 and "not empty" in again.stderr   # nothing overwritten without --overwrite
     assert _pack(src, out, "--overwrite").returncode == 0
+    kept = sorted(out.rglob("*"))
+    wrong = _pack(src, out, "--overwrite", "--splits", "train", "test")
+    assert wrong.returncode != 0 and "test.jsonl" in wrong.stderr
+    assert sorted(out.rglob("*")) == kept   # refused before the earlier output was cleared

@@ -45,7 +45,11 @@ def main() -> None:
     ap.add_argument("--sample-rate", type=int, default=16000, choices=[8000, 12000, 16000, 24000, 48000])
     add_pack_options(ap, level=0.95, part_mb=30.0)   # ~3,000 files: their blocks count too
     args = ap.parse_args()
-    clear_out(ap, args.out, args.overwrite)
+    missing = [str(args.corpus / f"{split}.jsonl") for split in args.splits
+               if not (args.corpus / f"{split}.jsonl").is_file()]
+    if missing:
+        ap.error(f"no manifest {', '.join(missing)} (CORPUS must hold <split>.jsonl for each of --splits)")
+    clear_out(ap, args.out, args.overwrite)   # only once the input is known good
     records = []
     for split in args.splits:
         for line in (args.corpus / f"{split}.jsonl").read_text().splitlines():
