@@ -39,6 +39,13 @@ def add_pack_options(ap: argparse.ArgumentParser, level: float, part_mb: float =
     ap.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
 
 
+def require_files(ap: argparse.ArgumentParser, folder: Path, names) -> None:
+    """Exit with a clear error unless every one of ``names`` is a file in ``folder`` (before anything is written)."""
+    missing = [str(folder / name) for name in names if not (folder / name).is_file()]
+    if missing:
+        ap.error(f"missing input: {', '.join(missing)}")
+
+
 def clear_out(ap: argparse.ArgumentParser, out: Path, overwrite: bool) -> None:
     """Refuse a non-empty ``out`` unless ``overwrite`` (then empty it)."""
     if out.exists() and any(out.iterdir()):
@@ -54,6 +61,8 @@ def main() -> None:
     ap.add_argument("--splits", nargs="+", default=["train", "valid"])
     add_pack_options(ap, level=0.9)
     args = ap.parse_args()
+    require_files(ap, args.songs, [f"{split}.jsonl" if stem == "mixture" else f"{split}.{stem}.jsonl"
+                                   for split in args.splits for stem in ("mixture",) + STEMS])
     clear_out(ap, args.out, args.overwrite)
     staging = args.out / "all"
     jobs, manifests = [], {}

@@ -22,7 +22,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 import torchaudio
-from pack_song_stems import add_pack_options, clear_out   # this folder's sibling (the script's sys.path[0])
+from pack_song_stems import add_pack_options, clear_out, require_files   # this folder's sibling (the script's sys.path[0])
 
 
 def encode(job: tuple[str, str, int, float]) -> tuple[int, float]:
@@ -45,10 +45,7 @@ def main() -> None:
     ap.add_argument("--sample-rate", type=int, default=16000, choices=[8000, 12000, 16000, 24000, 48000])
     add_pack_options(ap, level=0.95, part_mb=30.0)   # ~3,000 files: their blocks count too
     args = ap.parse_args()
-    missing = [str(args.corpus / f"{split}.jsonl") for split in args.splits
-               if not (args.corpus / f"{split}.jsonl").is_file()]
-    if missing:
-        ap.error(f"no manifest {', '.join(missing)} (CORPUS must hold <split>.jsonl for each of --splits)")
+    require_files(ap, args.corpus, [f"{split}.jsonl" for split in args.splits])
     clear_out(ap, args.out, args.overwrite)   # only once the input is known good
     records = []
     for split in args.splits:
