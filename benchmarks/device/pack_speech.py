@@ -22,7 +22,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 import torchaudio
-from pack_song_stems import add_pack_options, clear_out, require_files   # this folder's sibling (the script's sys.path[0])
+from pack_song_stems import add_pack_options, clear_out, require_files   # a sibling: on sys.path[0]
 
 
 def encode(job: tuple[str, str, int, float]) -> tuple[int, float]:
