@@ -42,3 +42,21 @@ def test_long_input_conv_gradients_match():
 def test_istft_same_padding_length(n_fft, hop):
     spec = torch.randn(2, n_fft // 2 + 1, 37, dtype=torch.cfloat)
     assert ISTFT(n_fft, hop, padding="same")(spec).shape == (2, 37 * hop)
+
+
+@pytest.mark.parametrize("n_fft,hop", [(1280, 320), (2400, 600), (1024, 256), (1000, 300)])
+def test_istft_overlap_add_equals_the_definition(n_fft, hop):
+    """The gather-and-add overlap-add (window a whole number of hops) and the F.fold fallback (1000 / 300) both
+    give the windowed frames' overlap-add divided by the window-square envelope, trimmed to T * hop samples."""
+    T = 23
+    spec = torch.randn(2, n_fft // 2 + 1, T, dtype=torch.complex128)
+    istft = ISTFT(n_fft, hop, padding="same").double()
+    frames = torch.fft.irfft(spec, n_fft, dim=1) * istft.window[None, :, None]
+    out_len, pad = (T - 1) * hop + n_fft, (n_fft - hop) // 2
+    y = torch.zeros(2, out_len, dtype=torch.float64)
+    env = torch.zeros(out_len, dtype=torch.float64)
+    for t in range(T):   # the definition, frame by frame
+        y[:, t * hop:t * hop + n_fft] += frames[:, :, t]
+        env[t * hop:t * hop + n_fft] += istft.window.square()
+    expected = (y / env.clamp_min(1e-11))[:, pad:out_len - pad]
+    torch.testing.assert_close(istft(spec), expected, rtol=1e-12, atol=1e-12)

@@ -185,19 +185,30 @@ class ISTFT(nn.Module):
         if self.padding == "center":
             return torch.istft(spec, self.n_fft, self.hop_length, self.win_length, self.window, center=True)
         pad = (self.win_length - self.hop_length) // 2
-        _, _, T = spec.shape
+        T = spec.shape[-1]
         frames = torch.fft.irfft(spec, self.n_fft, dim=1, norm="backward") * self.window[None, :, None]
         out_len = (T - 1) * self.hop_length + self.win_length
-        y = F.fold(frames, output_size=(1, out_len), kernel_size=(1, self.win_length),
-                   stride=(1, self.hop_length))[:, 0, 0, pad:out_len - pad]
-        envelope = self._envelope(T, out_len, spec.device)[pad:out_len - pad]
-        return y / envelope
+        y = self._overlap_add(frames)[:, pad:out_len - pad]
+        envelope = self._overlap_add(self.window.square()[None, :, None].expand(1, -1, T))[0, pad:out_len - pad]
+        return y / envelope.clamp_min(1e-11)
 
-    def _envelope(self, T: int, out_len: int, device) -> torch.Tensor:
-        w2 = self.window.float().square().to(device).expand(1, T, -1).transpose(1, 2)
-        env = F.fold(w2, output_size=(1, out_len), kernel_size=(1, self.win_length),
-                     stride=(1, self.hop_length)).squeeze()
-        return env.clamp_min(1e-11)
+    def _overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames ``[B, win_length, T]`` placed ``hop_length`` apart and summed: ``[B, (T - 1) * hop + win]``.
+
+        When the window is a whole number ``r`` of hops (Vocos, WavTokenizer: 4), each output hop is the sum
+        of ``r`` frame slices: one gather-and-add (a single fused kernel under ``torch.compile``) instead of
+        ``F.fold``'s scatter.
+        """
+        B, W, T = frames.shape
+        hop = self.hop_length
+        if W % hop:
+            return F.fold(frames, output_size=(1, (T - 1) * hop + W), kernel_size=(1, W),
+                          stride=(1, hop))[:, 0, 0]
+        r = W // hop
+        parts = F.pad(frames.reshape(B, r, hop, T), (r - 1, r - 1))      # [B, r, hop, T + 2 (r - 1)]
+        n = T + r - 1                                                      # output hops
+        out = sum(parts[:, j, :, r - 1 - j:r - 1 - j + n] for j in range(r))  # [B, hop, n]
+        return out.transpose(1, 2).reshape(B, n * hop)
 
 
 class ISTFTHead(nn.Module):
