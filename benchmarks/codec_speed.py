@@ -202,7 +202,8 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--models", nargs="+", default=["wavtokenizer-75", "encodec-24k", "vocos-encodec-24k"])
+    p.add_argument("--models", nargs="*", default=["wavtokenizer-75", "encodec-24k", "vocos-encodec-24k"],
+                   help="our codecs to measure (none: only the peers)")
     p.add_argument("--peers", nargs="+", default=["encodec", "vocos"], help="encodec, vocos (and wavtokenizer via --wavtokenizer-repo)")
     p.add_argument("--wavtokenizer-repo", default=None, help="local copy of the official WavTokenizer code")
     p.add_argument("--compile", nargs="?", const="default", default=None,

@@ -25,11 +25,22 @@ def add_decoding_args(p: argparse.ArgumentParser, dtype_help: Optional[str] = No
     p.add_argument("--steps-per-graph", type=int, nargs="+", default=[1],
                    help="graphs: decoding steps per captured graph, each value its own row (divisors of 8)")
     p.add_argument("--json", default=None, help="also write the table here")
+    p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a torch._inductor.config value before compiling (repeatable), e.g. combo_kernels=True")
+    p.add_argument("--profile", action="store_true",
+                   help="after the timed calls, profile one more call of each row and print its top CUDA kernels")
 
 
 def apply_decoding_args(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
-    """Set :attr:`RMSNorm.fused` from ``--norm``; returns ``(device, dtype)`` of ``--device`` / ``--dtype``."""
+    """Set :attr:`RMSNorm.fused` from ``--norm`` and the ``--inductor`` values; returns ``(device, dtype)`` of ``--device`` / ``--dtype``."""
     RMSNorm.fused = {"auto": None, "fused": True, "elementwise": False}[args.norm]
+    for item in args.inductor:
+        import ast
+        import torch._inductor.config as inductor_config
+        key, _, value = item.partition("=")
+        if not hasattr(inductor_config, key):
+            raise SystemExit(f"--inductor {item}: torch._inductor.config has no {key!r}")
+        setattr(inductor_config, key, ast.literal_eval(value))
     return torch.device(args.device), getattr(torch, args.dtype)
 
 
@@ -40,7 +51,25 @@ def decoding_runs(args: argparse.Namespace, on_cuda: bool) -> list[tuple[str, Op
 
 
 def mode_generate(plain: Callable, mode: str, steps: Optional[int]) -> Callable:
-    """``generate`` as ``mode`` runs it (swapped into the module that calls it)."""
+    """``generate`` with ``steps`` decoding steps per captured graph (swapped into the module that calls it);
+    the compiled mode is the generator's own switch (``TTS(compile=True)``, ``SongGenerator(compile=True)``)."""
     if mode == "eager":
         return plain
-    return functools.partial(plain, steps_per_graph=steps, compile_step=mode == "compiled")
+    return functools.partial(plain, steps_per_graph=steps)
+
+
+def print_profile(fn: Callable, label: str, steps: int, rows: int = 30) -> None:
+    """Run ``fn()`` once under torch.profiler and print the CUDA kernels that took the most time, with their
+    counts per decoding step (``steps`` steps in the call); kernels replayed from CUDA graphs are included."""
+    from torch.profiler import ProfilerActivity, profile
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_device_time_total, reverse=True)
+    total = sum(e.self_device_time_total for e in events)
+    kernels = sum(e.count for e in events if e.self_device_time_total > 0)
+    print(f"== profile {label}: {total / 1e3:.2f} ms of CUDA time, {steps} steps: {total / max(steps, 1):.1f} us and "
+          f"{kernels / max(steps, 1):.1f} kernels per step")
+    for e in events[:rows]:
+        print(f"{e.self_device_time_total / 1e3:9.3f} ms {e.count / max(steps, 1):7.2f}/step  {e.key[:100]}")

@@ -1,6 +1,6 @@
 """Print the top CUDA kernels of one codec's encode and decode (torch.profiler), to find waste.
 
-    python benchmarks/profile_codec.py --model wavtokenizer-75 --batch 64 --dtype bf16 --seconds 10
+    python benchmarks/profile_codec.py --model wavtokenizer-75 --batch 64 --dtype bf16 --seconds 10 [--compile]
 """
 from __future__ import annotations
 
@@ -23,9 +23,12 @@ def main(argv=None):
     p.add_argument("--dtype", default="bf16", choices=["fp32", "bf16"])
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rows", type=int, default=25)
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder first")
     args = p.parse_args(argv)
     torch.backends.cudnn.benchmark = True
     codec = audiocodec.build_codec(args.model).prepare_for_inference().cuda()
+    if args.compile:
+        codec.compile(dynamic=False)
     wav = 0.1 * torch.randn(args.batch, 1, int(args.seconds * codec.sample_rate), device="cuda")
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if args.dtype == "bf16" else contextlib.nullcontext()
     with ctx:

@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from audiocodec.config import load_yaml  # noqa: E402
-from decoding_args import add_decoding_args, apply_decoding_args, decoding_runs, mode_generate  # noqa: E402
+from decoding_args import (add_decoding_args, apply_decoding_args, decoding_runs, mode_generate,  # noqa: E402
+                           print_profile)
 from audiocodec.song import SongGenerator, SongModel, SongOptions, fit_text_config, load_song  # noqa: E402
 
 song_generate = importlib.import_module("audiocodec.song.generate")   # its generate is swapped per --steps-per-graph
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
     rows = []
     plain_generate = song_generate.generate
     for mode, steps in decoding_runs(args, device.type == "cuda"):
-        gen = SongGenerator(model, cuda_graphs=mode != "eager")
+        gen = SongGenerator(model, cuda_graphs=mode != "eager", compile=mode == "compiled")
         song_generate.generate = mode_generate(plain_generate, mode, steps)
         mode = mode if steps is None else f"{mode}/{steps}"
         for batch in args.batch_sizes:
@@ -109,6 +110,10 @@ def main(argv=None) -> int:
             audio = frames / model.frame_rate
             rows.append({"mode": mode, "batch": batch, "frames_per_row": frames // batch, "seconds": best,
                          "steps_per_s": frames * layout.frame_columns / batch / best, "realtime": audio / best})
+            if args.profile and device.type == "cuda":
+                print_profile(lambda: gen.generate_tokens([LYRICS] * batch, [DESCRIPTION] * batch,
+                                                          options=SongOptions(duration=args.seconds, **opts)),
+                              f"{mode} batch {batch}", frames * layout.frame_columns // batch)
         song_generate.generate = plain_generate
     print(f"{'mode':>9} {'batch':>6} {'frames/row':>11} {'seconds':>9} {'steps/s/row':>12} {'x realtime':>11}")
     for r in rows:

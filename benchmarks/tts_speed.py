@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     rows, first_chunk = [], {}
     plain_generate = synthesize.generate
     for mode, steps in decoding_runs(args, device.type == "cuda"):
-        tts = TTS(model, codec, cuda_graphs=mode != "eager")
+        tts = TTS(model, codec, cuda_graphs=mode != "eager", compile=mode == "compiled")
         synthesize.generate = mode_generate(plain_generate, mode, steps)
         mode = mode if steps is None else f"{mode}/{steps}"
         ratio = args.tokens / len(tts.frontend.encode(text))

@@ -1,0 +1,276 @@
+"""Codec GAN training speed (optimizer steps per second): our recipe's step against the official
+WavTokenizer training step, in one process on the same batch.
+
+Ours: :class:`audiocodec.train.Trainer` built from a recipe (default ``recipes/codec/wavtokenizer_75.yaml``:
+the full WavTokenizer-75 generator, MPD + MRD + DAC multi-band discriminators, 45 x mel + 1000 x
+commitment), stepping through the trainer's own step (autocast, fused AdamW, gradient norms, skip of
+non-finite steps), one discriminator and one generator update per step.
+
+Official (``--wavtokenizer-repo PATH``, a local copy of jishengpeng/WavTokenizer): ``decoder.experiment.
+WavTokenizer`` built from the repo's frame-75 config and driven as PyTorch Lightning 1.x drives it with two
+optimizers: for each optimizer, the other's parameters frozen (``toggle_optimizer``), ``training_step(batch,
+0, optimizer_idx)`` under the same autocast, backward, AdamW step, zero grad. Lightning itself is not needed:
+when ``pytorch_lightning`` / ``transformers`` / ``matplotlib`` / ``huggingface_hub`` are not installed, small
+stand-ins let the module import (the training step uses none of them).
+
+Both get the same random batch already on the device: data loading is excluded (the trainer's loader runs
+in worker processes beside the step). The first ``--warmup`` steps (k-means codebook initialisation,
+cuDNN autotuning) are not timed. TF32 is set alike for both (``--tf32``, default on as in our trainer).
+
+    python3 benchmarks/train_speed.py --device cuda --dtypes bf16 fp32 --wavtokenizer-repo .peers/WavTokenizer
+    python3 benchmarks/train_speed.py --device cpu --batch 2 --seconds 0.5 --steps 2 --warmup 1 \\
+        --recipe recipes/codec/wavtokenizer_75_small.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import inspect
+import itertools
+import json
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from audiocodec.config import load_yaml  # noqa: E402
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(step, device: str, warmup: int, steps: int) -> float:
+    """Optimizer steps per second of ``step()`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return steps / (time.perf_counter() - t0)
+
+
+def _autocast(device: str, dtype: str):
+    if dtype == "bf16":
+        return torch.autocast(device, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _params(*modules: nn.Module) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+# -- ours ---------------------------------------------------------------------------------------------
+def ours(recipe: str, audio: torch.Tensor, dtype: str, tf32: bool, overrides: list, workdir: Path):
+    """``(step, info)``: one call of ``step()`` is one optimizer step of our trainer on ``audio [B, T]``."""
+    from audiocodec.train import Trainer
+
+    # the trainer reads a manifest when it is built; the timed steps use ``audio`` only
+    wavs = workdir / "wavs"
+    wavs.mkdir(parents=True, exist_ok=True)
+    sr, n = 24000, audio.shape[-1]
+    with open(workdir / "train.jsonl", "w") as f:
+        for i in range(audio.shape[0]):
+            path = wavs / f"{i}.wav"
+            sf.write(path, audio[i].float().cpu().numpy(), sr)
+            f.write(json.dumps({"id": str(i), "path": str(path), "duration": n / sr, "sample_rate": sr}) + "\n")
+    config = load_yaml(recipe)
+    sets = [f"task.data.train={workdir / 'train.jsonl'}", "task.data.valid=null", "task.valid_metrics=[]",
+            f"trainer.precision={dtype}", f"trainer.batch_size={audio.shape[0]}", "trainer.num_workers=0",
+            "trainer.log_every=1000000", "trainer.val_every=0", "trainer.ckpt_every=0", "trainer.progress=false",
+            f"trainer.device={audio.device.type}", f"trainer.tf32={str(tf32).lower()}",
+            f"task.data.crop_seconds={n / sr}"]
+    trainer = Trainer(config, workdir / "run", overrides=sets + list(overrides))
+    task = trainer.task
+    for m in task.modules.values():
+        m.train()
+    trainer._acc = {}  # what fit() sets up for the step's logs
+    stream = itertools.repeat({"audio": audio.unsqueeze(1)})
+
+    def step():
+        trainer._train_step(stream)
+    gen = task.modules["codec"] if "codec" in task.modules else None
+    disc = [m for k, m in task.modules.items() if k != "codec"]
+    info = {"generator_params": _params(gen) if gen is not None else None, "discriminator_params": _params(*disc)}
+    return step, info
+
+
+# -- official WavTokenizer ----------------------------------------------------------------------------
+class _Anything:
+    """Stand-in for names of optional packages the official module imports but its training step never uses."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+    def __getattr__(self, name):
+        return _Anything()
+
+
+class _StubModule(types.ModuleType):
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _Anything
+
+
+class _LightningModule(nn.Module):
+    """What ``VocosExp`` uses of ``pytorch_lightning.LightningModule`` (1.x) outside a Trainer."""
+
+    def save_hyperparameters(self, ignore=()):
+        caller = inspect.currentframe().f_back
+        hp = {k: v for k, v in caller.f_locals.items() if k not in ("self", "__class__", *ignore)}
+        self.hparams = types.SimpleNamespace(**hp)
+
+    def log(self, *args, **kwargs):
+        pass
+
+
+def _stub_missing_packages() -> list:
+    stubbed = []
+    for name in ("pytorch_lightning", "transformers", "matplotlib", "matplotlib.pyplot", "huggingface_hub"):
+        parent = name.split(".")[0]
+        if parent in stubbed or importlib.util.find_spec(parent) is None:
+            module = _StubModule(name)
+            if name == "pytorch_lightning":
+                module.LightningModule = _LightningModule
+            sys.modules[name] = module
+            stubbed.append(name)
+    return stubbed
+
+
+def _instantiate(spec: dict):
+    module, _, cls = spec["class_path"].rpartition(".")
+    args = {k: (_instantiate(v) if isinstance(v, dict) and "class_path" in v else v)
+            for k, v in spec.get("init_args", {}).items()}
+    return getattr(importlib.import_module(module), cls)(**args)
+
+
+def official(repo: str, audio: torch.Tensor, dtype: str):
+    """``(step, info)`` for the official WavTokenizer-75 training step (see the module docstring)."""
+    sys.path.insert(0, str(Path(repo).resolve()))
+    stubbed = _stub_missing_packages()
+    from decoder.experiment import WavTokenizer
+
+    class Bench(WavTokenizer):
+        global_step = 1      # not a multiple of 1000: no tensorboard media in the step
+        global_rank = 0
+
+        @property
+        def device(self):
+            return next(self.parameters()).device
+
+    cfg = load_yaml(next(Path(repo, "configs").glob("*frame75*.yaml")))["model"]["init_args"]
+    parts = {k: _instantiate(cfg[k]) for k in ("feature_extractor", "backbone", "head")}
+    hp = {k: v for k, v in cfg.items() if k not in parts}
+    hp.update(evaluate_utmos=False, evaluate_pesq=False, evaluate_periodicty=False)
+    model = Bench(**parts, **hp).to(audio.device).train()
+    model.train_discriminator = True   # pretrain_mel_steps: 0
+    for name, buf in model.named_buffers():   # the one-off k-means initialisation of the codebook is not a step
+        if name.endswith("_codebook.inited"):
+            buf.fill_(1)
+        elif name.endswith("_codebook.embed"):
+            buf.normal_()
+    disc = [model.multiperioddisc, model.multiresddisc, model.dac]
+    gen = [model.feature_extractor, model.backbone, model.head]
+    d_params = [p for m in disc for p in m.parameters()]
+    g_params = [p for m in gen for p in m.parameters()]
+    lr = float(cfg["initial_learning_rate"])
+    opts = [torch.optim.AdamW(d_params, lr=lr), torch.optim.AdamW(g_params, lr=lr)]  # configure_optimizers
+    others = [g_params, d_params]
+    all_params = list(model.parameters())
+
+    def step():
+        for idx, opt in enumerate(opts):
+            flags = [p.requires_grad for p in all_params]
+            for p in others[idx]:           # Lightning's toggle_optimizer
+                p.requires_grad_(False)
+            with _autocast(audio.device.type, dtype):
+                loss = model.training_step(audio, 0, idx)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            for p, f in zip(all_params, flags):  # untoggle_optimizer
+                p.requires_grad_(f)
+    return step, {"generator_params": _params(*gen), "discriminator_params": _params(*disc),
+                  "stand_ins": stubbed}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtypes", nargs="+", default=["bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--batch", type=int, default=40)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--recipe", default=str(ROOT / "recipes/codec/wavtokenizer_75.yaml"))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value of our recipe (repeatable)")
+    p.add_argument("--wavtokenizer-repo", default=None, help="local copy of the official WavTokenizer code")
+    p.add_argument("--only", choices=["ours", "official"], default=None)
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    n = int(args.seconds * 24000)
+    t = torch.arange(n) / 24000
+    f0 = 100 + 150 * torch.rand(args.batch, 1)
+    audio = 0.3 * torch.sin(2 * np.pi * f0 * t) + 0.05 * torch.randn(args.batch, n)  # voiced-like + noise
+    audio = audio.clamp(-1, 1).to(args.device)
+
+    candidates = {}
+    if args.only in (None, "ours"):
+        candidates["ours"] = lambda dtype, tmp: ours(args.recipe, audio, dtype, args.tf32, args.overrides, tmp)
+    if args.wavtokenizer_repo and args.only in (None, "official"):
+        candidates["wavtokenizer-75 (official)"] = lambda dtype, tmp: official(args.wavtokenizer_repo, audio, dtype)
+
+    print(f"device={args.device} ({torch.cuda.get_device_name() if args.device == 'cuda' else 'cpu'}) "
+          f"batch={args.batch} x {args.seconds} s torch={torch.__version__} tf32={args.tf32} "
+          f"warmup={args.warmup} steps={args.steps}")
+    print("| trainer | dtype | steps/s | s of audio / s | peak GB | G params | D params |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for dtype in args.dtypes:
+        for label, make in candidates.items():
+            torch.backends.cuda.matmul.allow_tf32 = args.tf32
+            torch.backends.cudnn.allow_tf32 = args.tf32
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            with tempfile.TemporaryDirectory() as tmp:
+                step, info = make(dtype, Path(tmp))
+                rate = time_steps(step, args.device, args.warmup, args.steps)
+                del step
+            peak = torch.cuda.max_memory_allocated() / 1e9 if args.device == "cuda" else float("nan")
+            row = dict(trainer=label, dtype=dtype, steps_per_s=rate, audio_s_per_s=rate * args.batch * args.seconds,
+                       peak_gb=peak, **info)
+            rows.append(row)
+            print(f"| {label} | {dtype} | {rate:.3f} | {row['audio_s_per_s']:.1f} | {peak:.1f} | "
+                  f"{info['generator_params'] / 1e6:.1f}M | {info['discriminator_params'] / 1e6:.1f}M |", flush=True)
+    for dtype in args.dtypes:
+        r = {x["trainer"]: x["steps_per_s"] for x in rows if x["dtype"] == dtype}
+        if len(r) == 2:
+            print(f"{dtype}: ours / official = {r['ours'] / r['wavtokenizer-75 (official)']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(args=vars(args), rows=rows), indent=1))
+
+
+if __name__ == "__main__":
+    main()
