@@ -164,6 +164,13 @@ class VocosBackbone(nn.Module):
         return self.final_layer_norm(x.transpose(1, 2))
 
 
+@torch.compiler.disable
+def _irfft_outside_compile(spec: torch.Tensor, n: int, dim: int, norm: str) -> torch.Tensor:
+    """``torch.fft.irfft`` kept out of ``torch.compile`` graphs when training: inductor (torch 2.11) builds a
+    wrong-strided ``_fft_r2c`` for its backward (a size/stride assertion at the first backward)."""
+    return torch.fft.irfft(spec, n, dim=dim, norm=norm)
+
+
 class ISTFT(nn.Module):
     """Inverse STFT ``[B, n_fft // 2 + 1, T] (complex) -> [B, L]``.
 
@@ -186,7 +193,8 @@ class ISTFT(nn.Module):
             return torch.istft(spec, self.n_fft, self.hop_length, self.win_length, self.window, center=True)
         pad = (self.win_length - self.hop_length) // 2
         T = spec.shape[-1]
-        frames = torch.fft.irfft(spec, self.n_fft, dim=1, norm="backward") * self.window[None, :, None]
+        irfft = _irfft_outside_compile if torch.is_grad_enabled() else torch.fft.irfft
+        frames = irfft(spec, self.n_fft, dim=1, norm="backward") * self.window[None, :, None]
         out_len = (T - 1) * self.hop_length + self.win_length
         y = self._overlap_add(frames)[:, pad:out_len - pad]
         envelope = self._overlap_add(self.window.square()[None, :, None].expand(1, -1, T))[0, pad:out_len - pad]

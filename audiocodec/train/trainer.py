@@ -118,6 +118,8 @@ TRAINER_DEFAULTS: dict = {
     "resume": "auto",          # auto: newest valid checkpoint of the run, if any | never | a checkpoint path
     "init_from": None,         # weights to start from (task.init_from), when not resuming
     "freeze": [],              # "<module>.<submodule or parameter>" names kept fixed: no gradient, eval mode
+    "compile": [],             # "<module>[.<submodule>]" names run through torch.compile (e.g. codec.encoder,
+                               # codec.decoder, disc): fused kernels; the first steps compile (minutes)
     "ema": None,               # e.g. {decay: 0.999, modules: [gen], start_step: 0, every: 1}
     "device": "auto",          # auto | cpu | cuda
     "threads": None,           # torch CPU threads (set 1 for bit-exact runs across processes)
@@ -536,6 +538,7 @@ class Trainer:
             self._load(*resume)
         else:
             seed_everything(mix_seed(t["seed"], d.rank, 1) % 2**63)
+        self._compile(t["compile"])
         self._save_config()
         log.info(f"run {self.run_dir}: task {self.config['task']['type']}, {d.world_size} process(es) on "
                  f"{d.device.type}, {sum(p.numel() for m in modules.values() for p in m.parameters()):,} parameters, "
@@ -828,14 +831,7 @@ class Trainer:
         frozen: list[nn.Module] = []
         for name in names:
             top, _, rest = str(name).partition(".")
-            if top not in self.task.modules:
-                raise ConfigError(f"trainer.freeze: {name!r} names no module of this task "
-                                  f"(modules: {', '.join(sorted(self.task.modules))})")
-            root = self.task.modules[top]
-            try:
-                target = root.get_submodule(rest) if rest else root
-            except AttributeError:
-                target = None
+            root, target = self._find_module("trainer.freeze", name)
             if isinstance(target, nn.Module):
                 target.requires_grad_(False)
                 frozen.append(target)
@@ -850,6 +846,36 @@ class Trainer:
             n_frozen = sum(p.numel() for m in self.task.modules.values() for p in m.parameters() if not p.requires_grad)
             log.info(f"trainer.freeze: {n_frozen:,} parameters frozen ({', '.join(map(str, names))})")
         return frozen
+
+    def _find_module(self, key: str, name) -> tuple[nn.Module, Optional[nn.Module]]:
+        """``(task module, its submodule or None)`` named by ``"<module>[.<submodule>]"`` (config ``key``)."""
+        top, _, rest = str(name).partition(".")
+        if top not in self.task.modules:
+            raise ConfigError(f"{key}: {name!r} names no module of this task "
+                              f"(modules: {', '.join(sorted(self.task.modules))})")
+        root = self.task.modules[top]
+        try:
+            target = root.get_submodule(rest) if rest else root
+        except AttributeError:
+            target = None
+        return root, target
+
+    def _compile(self, names) -> None:
+        """Apply ``trainer.compile``: each named (sub)module's calls run through ``torch.compile``
+        (:meth:`nn.Module.compile`, in place: parameter names, checkpoints and exports are unchanged).
+        Done last in setup, after the EMA copies are made (a copy would share the compiled call)."""
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, (list, tuple)):
+            raise ConfigError(f"trainer.compile must be a list of module names, got {names!r}")
+        for name in names:
+            root, target = self._find_module("trainer.compile", name)
+            if not isinstance(target, nn.Module):
+                children = ", ".join(f"{str(name).partition('.')[0]}.{n}" for n, _ in root.named_children())
+                raise ConfigError(f"trainer.compile: {name!r} is not a submodule (submodules: {children})")
+            target.compile()
+        if names:
+            log.info(f"trainer.compile: {', '.join(map(str, names))} run through torch.compile")
 
     def _frozen_to_eval(self) -> None:
         for m in self._frozen:
