@@ -43,6 +43,27 @@ def test_cuda_graphs_match_eager(name):
 
 
 @cuda
+@pytest.mark.parametrize("name", ["wavtokenizer-75", "encodec-24k"])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_cuda_time_major_convs_match_the_default_path(monkeypatch, name, bf16):
+    """PaddedConv1d.cuda_time_major (channels-last cuDNN convs in eager inference): the same codes and latents
+    up to float rounding, under CUDA graphs too."""
+    from audiocodec.nn.conv import PaddedConv1d
+    codec = _seeded(name)
+    wav = synth_audio(1.5, batch=3, seed=2).cuda()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        ref_latents, ref_codes = codec.encoder(wav).float(), codec.encode(wav).tokens
+        monkeypatch.setattr(PaddedConv1d, "cuda_time_major", True)
+        latents = codec.encoder(wav).float()
+        assert latents.stride(1) == 1   # the time-major layout reached the output
+        assert (latents - ref_latents).norm() / ref_latents.norm() < (2e-2 if bf16 else 1e-3)
+        assert (codec.encode(wav).tokens == ref_codes).float().mean() > (0.97 if bf16 else 0.99)
+        codec.use_cuda_graphs()
+        for _ in range(2):
+            assert (codec.encode(wav).tokens == ref_codes).float().mean() > (0.97 if bf16 else 0.99)
+
+
+@cuda
 def test_cuda_matches_cpu():
     codec = _seeded("wavtokenizer-75")
     wav = synth_audio(1.0, batch=2, seed=4)

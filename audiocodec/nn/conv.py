@@ -156,6 +156,14 @@ def cpu_inference(x: torch.Tensor) -> bool:
             and not torch.compiler.is_compiling())
 
 
+def time_major_inference(x: torch.Tensor) -> bool:
+    """The time-major inference paths (convs on ``[B, L, C]`` memory, in-place SEANet activations) apply to
+    ``x``: :func:`cpu_inference`, or a CUDA tensor without autograd, eager, with :attr:`PaddedConv1d.cuda_time_major`
+    on (cuDNN's channels-last convolutions, no layout conversion around each conv)."""
+    return cpu_inference(x) or (x.is_cuda and PaddedConv1d.cuda_time_major and not torch.is_grad_enabled()
+                                and not torch.compiler.is_compiling())
+
+
 def packed_linear(x: torch.Tensor, owner: nn.Module, name: str, sources, weight_bias,
                   dtype: torch.dtype = torch.float32, gelu: bool = False) -> torch.Tensor:
     """``x @ W.T + b`` (then exact GELU if ``gelu``) in ``dtype`` through oneDNN, where ``(W [N, K], b [N] or
@@ -230,11 +238,15 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
     #: takes the same switch (:class:`audiocodec.quantize.vq.EuclideanCodebook`). Outputs equal the reference
     #: up to float rounding.
     cpu_time_major = True
+    #: the same time-major path for eager CUDA inference (cuDNN channels-last convolutions, no layout conversion
+    #: around each conv). Off by default: it speeds a bf16 encode up 1.2x (H100, batch 64, eager or CUDA graphs),
+    #: but ``Codec.compile()`` is faster still, and fp32 without TF32 is slower (benchmarks/RESULTS.md).
+    cuda_time_major = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._streaming_state is not None:
             return self._streaming_step(x, final=False)
-        if cpu_inference(x) and x.dim() == 3:
+        if x.dim() == 3 and time_major_inference(x):
             return self._forward_time_major(x)
         if x.shape[-1] >= self.long_input and self.pad_mode in ("reflect", "replicate", "constant"):
             return self._forward_long(x)
@@ -277,7 +289,7 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
 
     def _packed_applies(self, x: torch.Tensor) -> bool:
         """Whether the time-major conv runs through oneDNN with a prepacked weight (fp32, no autocast)."""
-        return (x.dtype == torch.float32 and self.weight.dtype == torch.float32
+        return (x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32
                 and torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu"))
 
     def _packed_weight(self, padding: int, length: int) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import PaddedConv1d, build_conv1d, build_conv_transpose1d, cpu_inference
+from .conv import PaddedConv1d, build_conv1d, build_conv_transpose1d, time_major_inference
 from .init import init_weights_
 from .streaming import StreamingModule, empty_like_time, stream_step
 
@@ -113,7 +113,7 @@ class SEANetResnetBlock(nn.Module, StreamingModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._streaming_state is not None:
             return self._streaming_step(x, final=False)
-        if cpu_inference(x) and self.fusable():
+        if time_major_inference(x) and self.fusable():
             return self.forward_fused(x, owned=False)
         return self.shortcut(x) + self.block(x)
 
@@ -194,7 +194,7 @@ class SEANetEncoder(nn.Module, StreamingModule):
         self.model = init_weights_(nn.Sequential(*model), init)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        if cpu_inference(wav):
+        if time_major_inference(wav):
             return run_sequential(self.model, wav)
         return self.model(wav)
 
@@ -243,7 +243,7 @@ class SEANetDecoder(nn.Module, StreamingModule):
         self.model = init_weights_(nn.Sequential(*model), init)
 
     def forward(self, latents: torch.Tensor, **_) -> torch.Tensor:
-        if cpu_inference(latents):
+        if time_major_inference(latents):
             return run_sequential(self.model, latents)
         return self.model(latents)
 
