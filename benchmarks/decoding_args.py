@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
 from typing import Callable, Optional
 
@@ -28,14 +29,14 @@ def add_decoding_args(p: argparse.ArgumentParser, dtype_help: Optional[str] = No
     p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                    help="set a torch._inductor.config value before compiling (repeatable), e.g. combo_kernels=True")
     p.add_argument("--profile", action="store_true",
-                   help="after the timed calls, profile one more call of each row and print its top CUDA kernels")
+                   help="CUDA: after the timed calls, profile one more call of each row and print its top kernels")
 
 
 def apply_decoding_args(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
-    """Set :attr:`RMSNorm.fused` from ``--norm`` and the ``--inductor`` values; returns ``(device, dtype)`` of ``--device`` / ``--dtype``."""
+    """Set :attr:`RMSNorm.fused` from ``--norm`` and the ``--inductor`` values; returns ``(device, dtype)`` of
+    ``--device`` / ``--dtype``."""
     RMSNorm.fused = {"auto": None, "fused": True, "elementwise": False}[args.norm]
     for item in args.inductor:
-        import ast
         import torch._inductor.config as inductor_config
         key, _, value = item.partition("=")
         if not hasattr(inductor_config, key):

@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 import audiocodec  # noqa: E402
 from audiocodec.config import load_yaml  # noqa: E402
-from decoding_args import add_decoding_args, apply_decoding_args, decoding_runs, mode_generate  # noqa: E402
+from decoding_args import (add_decoding_args, apply_decoding_args, decoding_runs, mode_generate,  # noqa: E402
+                           print_profile)
 from audiocodec.text.tokenizers import build_tokenizer  # noqa: E402
 from audiocodec.tts import TTS, SynthesisOptions, TTSModel, load_tts  # noqa: E402
 
@@ -91,6 +92,9 @@ def main(argv=None) -> int:
             best = min(times)
             rows.append({"mode": mode, "batch": batch, "tokens_per_row": n // batch, "seconds": best,
                          "tokens_per_s": n / best, "realtime": n / best / codec.frame_rate})
+            if args.profile and device.type == "cuda":
+                print_profile(lambda: tts.generate_tokens([text] * batch, options=SynthesisOptions(**opts)),
+                              f"{mode} batch {batch}", n // batch)
         synthesize.generate = plain_generate
         mode = mode.split("/")[0]
         if mode in first_chunk:

@@ -158,8 +158,8 @@ def cpu_inference(x: torch.Tensor) -> bool:
 
 def time_major_inference(x: torch.Tensor) -> bool:
     """The time-major inference paths (convs on ``[B, L, C]`` memory, in-place SEANet activations) apply to
-    ``x``: :func:`cpu_inference`, or a CUDA tensor without autograd, eager, with :attr:`PaddedConv1d.cuda_time_major`
-    on (cuDNN's channels-last convolutions, no layout conversion around each conv)."""
+    ``x``: :func:`cpu_inference`, or a CUDA tensor without autograd, eager, with
+    :attr:`PaddedConv1d.cuda_time_major` on (cuDNN's channels-last convolutions, no layout conversion per conv)."""
     return cpu_inference(x) or (x.is_cuda and PaddedConv1d.cuda_time_major and not torch.is_grad_enabled()
                                 and not torch.compiler.is_compiling())
 

@@ -118,8 +118,8 @@ TRAINER_DEFAULTS: dict = {
     "resume": "auto",          # auto: newest valid checkpoint of the run, if any | never | a checkpoint path
     "init_from": None,         # weights to start from (task.init_from), when not resuming
     "freeze": [],              # "<module>.<submodule or parameter>" names kept fixed: no gradient, eval mode
-    "compile": [],             # "<module>[.<submodule>]" names run through torch.compile (e.g. codec.encoder,
-                               # codec.decoder, disc): fused kernels; the first steps compile (minutes)
+    "compile": [],             # "<module>[.<submodule>]" names run through torch.compile (e.g. codec.decoder,
+                               # disc): fused kernels; the first steps compile (minutes)
     "ema": None,               # e.g. {decay: 0.999, modules: [gen], start_step: 0, every: 1}
     "device": "auto",          # auto | cpu | cuda
     "threads": None,           # torch CPU threads (set 1 for bit-exact runs across processes)
