@@ -78,9 +78,8 @@ def load_model(path: Union[str, os.PathLike], format: str, build: Callable[..., 
         model = build(**config)
     except TypeError as e:   # a key the model does not take
         raise CheckpointError(f"{path}: its config does not fit {getattr(build, '__name__', 'the model')}: {e}") from e
-    own = model.state_dict()
-    bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
-    if bad:
-        raise CheckpointError(f"{path} does not fit its own config: {bad[:10]}")
-    model.load_state_dict(state)
+    try:   # strict; the modules' load hooks first bring weights of earlier layouts up to date
+        model.load_state_dict(state)
+    except RuntimeError as e:   # missing / unexpected keys, shapes that do not fit
+        raise CheckpointError(f"{path} does not fit its own config: {str(e)[:2000]}") from None
     return model.to(device).eval()

@@ -1,4 +1,6 @@
 """Autoregressive LM core: cached decoding, left-padded batches, memorisation, samplers, errors."""
+import json
+
 import pytest
 import torch
 
@@ -380,7 +382,7 @@ def test_classifier_free_guidance_formula():
 def test_init_scales_residual_projections_and_ties_heads():
     model = TransformerLM(100, 64, 4, 4, tie_embeddings=True)
     assert model.heads is None
-    assert abs(model.layers[0].attn.q_proj.weight.std().item() - 0.02) < 0.002
+    assert abs(model.layers[0].attn.qkv_proj.weight.std().item() - 0.02) < 0.002
     assert abs(model.layers[0].mlp.down_proj.weight.std().item() - 0.02 / 8 ** 0.5) < 0.001
     untied = TransformerLM(100, 64, 4, 4, num_codebooks=2)
     assert len(untied.heads) == 2 and sum(p.numel() for p in untied.parameters()) > \
@@ -456,3 +458,55 @@ def test_rms_norm_fused_kernel_matches_the_elementwise_path():
         torch.testing.assert_close(norm(x), auto, rtol=1e-5, atol=1e-6)
     finally:
         RMSNorm.fused = saved
+
+
+class _SavedLM(TransformerLM):
+    """A TransformerLM that save_model / load_model can write and read (its constructor arguments as config)."""
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        self.config = config
+
+
+def _legacy_layout(state: dict, sizes) -> dict:
+    """``state`` in the layout before the fused projections: separate q / k / v and gate / up Linears."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith("attn.qkv_proj.weight"):
+            base = key[: -len("qkv_proj.weight")]
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), value.split(sizes, dim=0)):
+                out[f"{base}{name}.weight"] = part.clone()
+        elif key.endswith("mlp.gate_up_proj.weight"):
+            base = key[: -len("gate_up_proj.weight")]
+            for name, part in zip(("gate_proj", "up_proj"), value.chunk(2, dim=0)):
+                out[f"{base}{name}.weight"] = part.clone()
+        else:
+            out[key] = value
+    return out
+
+
+def test_weights_of_the_separate_projection_layout_load_into_the_fused_one(tmp_path):
+    """Models saved before q/k/v and gate/up were fused load (state_dict and load_model files) and compute the
+    same; a file whose tensors do not fit is a CheckpointError naming them."""
+    from safetensors.torch import save_file
+    from audiocodec.errors import CheckpointError
+    from audiocodec.weights import load_model
+    config = dict(vocab_size=50, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, cross_attention=True,
+                  memory_dim=16)
+    torch.manual_seed(0)
+    model = _SavedLM(**config).eval()
+    legacy = _legacy_layout(model.state_dict(), model.layers[0].attn.sizes)
+    assert "layers.1.attn.k_proj.weight" in legacy and "layers.1.cross_attn.k_proj.weight" in legacy
+    tokens, memory = torch.randint(0, 50, (2, 1, 7)), torch.randn(2, 5, 16)
+    expected = model(tokens, memory=memory)
+    fresh = _SavedLM(**config).eval()
+    fresh.load_state_dict(legacy)
+    assert torch.equal(fresh(tokens, memory=memory), expected)
+    meta = {"format": "test-lm", "config": json.dumps(config)}
+    save_file(legacy, str(tmp_path / "legacy.safetensors"), metadata=meta)
+    loaded = load_model(tmp_path / "legacy.safetensors", "test-lm", _SavedLM)
+    assert torch.equal(loaded(tokens, memory=memory), expected)
+    legacy["layers.0.mlp.up_proj.weight"] = legacy["layers.0.mlp.up_proj.weight"][:-1]
+    save_file(legacy, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match="does not fit its own config"):
+        load_model(tmp_path / "bad.safetensors", "test-lm", _SavedLM)

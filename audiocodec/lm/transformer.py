@@ -91,19 +91,34 @@ def _rotate_queries_keys(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, si
     return out.split([q.shape[1], k.shape[1]], dim=1)
 
 
+def fuse_legacy_projections(parts: tuple[str, ...], fused: str):
+    """A ``load_state_dict`` pre-hook: the weights of the separate Linears ``parts`` (an earlier layout, e.g.
+    ``q_proj`` / ``k_proj`` / ``v_proj``) are stacked into the fused Linear ``fused`` (the same outputs, in the
+    same order), so weights saved before the fusion still load."""
+    def hook(module, state_dict, prefix, *args):
+        keys = [f"{prefix}{part}.weight" for part in parts]
+        if f"{prefix}{fused}.weight" not in state_dict and all(k in state_dict for k in keys):
+            state_dict[f"{prefix}{fused}.weight"] = torch.cat([state_dict.pop(k) for k in keys], dim=0)
+    return hook
+
+
 class SelfAttention(nn.Module):
     """Multi-head causal self-attention with rotary positions and ``num_kv_heads`` key/value heads
-    (grouped-query attention when fewer than ``num_heads``). ``[B, T, D] -> [B, T, D]``."""
+    (grouped-query attention when fewer than ``num_heads``). ``[B, T, D] -> [B, T, D]``.
+
+    Queries, keys and values come from one fused projection ``qkv_proj`` (one GEMM; rows: the query heads,
+    then the key heads, then the value heads); weights saved with separate ``q_proj`` / ``k_proj`` / ``v_proj``
+    load into it."""
 
     def __init__(self, dim: int, num_heads: int, num_kv_heads: int, dropout: float = 0.0):
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
         self.dropout = dropout
-        self.q_proj = nn.Linear(dim, num_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(dim, num_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(dim, num_kv_heads * self.head_dim, bias=False)
+        self.sizes = (num_heads * self.head_dim, num_kv_heads * self.head_dim, num_kv_heads * self.head_dim)
+        self.qkv_proj = nn.Linear(dim, sum(self.sizes), bias=False)
         self.out_proj = nn.Linear(num_heads * self.head_dim, dim, bias=False)
+        self.register_load_state_dict_pre_hook(fuse_legacy_projections(("q_proj", "k_proj", "v_proj"), "qkv_proj"))
 
     def _heads(self, x: torch.Tensor, num_heads: int) -> torch.Tensor:
         return x.unflatten(-1, (num_heads, self.head_dim)).transpose(1, 2)
@@ -113,13 +128,12 @@ class SelfAttention(nn.Module):
         """``x [B, T, D]``; ``mask [B, 1, T, S]`` bool (True = may attend) or None for plain causal
         attention over ``x`` itself. With ``cache``, the new keys/values go to ``slots [T]`` and
         attention spans the first ``S`` cached slots."""
-        q = self._heads(self.q_proj(x), self.num_heads)
-        k = self._heads(self.k_proj(x), self.num_kv_heads)
+        q, k, v = self.qkv_proj(x).split(self.sizes, dim=-1)
+        q, k, v = self._heads(q, self.num_heads), self._heads(k, self.num_kv_heads), self._heads(v, self.num_kv_heads)
         if cache is not None:   # incremental decoding: fewer kernels, the same values
             q, k = _rotate_queries_keys(q, k, cos, sin)
         else:
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        v = self._heads(self.v_proj(x), self.num_kv_heads)
         if cache is not None:
             keys, values = cache.write(k, v, slots)
             span = mask.shape[-1]
@@ -179,16 +193,20 @@ def cross_attention_mask(memory_mask: Optional[torch.Tensor]) -> tuple[Optional[
 
 
 class SwiGLU(nn.Module):
-    """``down(silu(gate(x)) * up(x))``: ``[..., D] -> [..., D]`` through ``hidden_dim``."""
+    """``down(silu(gate(x)) * up(x))``: ``[..., D] -> [..., D]`` through ``hidden_dim``.
+
+    ``gate`` and ``up`` are one fused projection ``gate_up_proj`` (one GEMM; rows: gate, then up); weights saved
+    with separate ``gate_proj`` / ``up_proj`` load into it."""
 
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
-        self.gate_proj = nn.Linear(dim, hidden_dim, bias=False)
-        self.up_proj = nn.Linear(dim, hidden_dim, bias=False)
+        self.gate_up_proj = nn.Linear(dim, 2 * hidden_dim, bias=False)
         self.down_proj = nn.Linear(hidden_dim, dim, bias=False)
+        self.register_load_state_dict_pre_hook(fuse_legacy_projections(("gate_proj", "up_proj"), "gate_up_proj"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class TransformerBlock(nn.Module):
