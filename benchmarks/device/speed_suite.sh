@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The speed measurements of issue #8 in one device call (a lent GPU's starts cost minutes, so few long calls):
+# the GPU tests, then each benchmark under its own time limit, each writing OUT/<name>.txt (a call returns
+# only the end of its output). Carry .whl (soundfile and its dependencies) and, for the official peers,
+# .peers/WavTokenizer.
+#
+#   benchmarks/device/speed_suite.sh OUT [STEP ...]    # steps: tests song tts train train_compiled codec profile
+#
+# e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
+# that order (about 15 minutes with the compiles: split them over two calls).
+set -u
+out=${1:?usage: speed_suite.sh OUT [STEP ...]}
+shift
+mkdir -p "$out"
+. "$(dirname "$0")/setup.sh"
+export PYTHONWARNINGS=ignore
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(tests song tts train train_compiled codec profile)
+repo=.peers/WavTokenizer
+peer=()
+[ -d "$repo" ] && peer=(--wavtokenizer-repo "$repo")
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+
+step() {   # step NAME SECONDS COMMAND...: run it under a time limit into OUT/NAME.txt, print its summary lines
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name: $*"
+    timeout "$limit" "$@" > "$out/$name.txt" 2>&1
+    echo "   exit $? after ${SECONDS}s of the suite"
+    grep -E '^\||passed|failed|skipped|x realtime|steps/s|tokens/s|== |Error' "$out/$name.txt" | tail -25
+}
+
+for s in "${steps[@]}"; do
+    case $s in
+        tests) step tests 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py ;;
+        song) step song 240 python3 benchmarks/song_speed.py --device cuda --batch-sizes 1 --modes graphs compiled \
+                  --steps-per-graph 8 --repeats 2 --profile ;;
+        tts) step tts 240 python3 benchmarks/tts_speed.py --device cuda --batch-sizes 1 64 --modes graphs compiled \
+                 --steps-per-graph 8 ;;
+        train) step train 300 python3 benchmarks/train_speed.py --device cuda --dtypes bf16 fp32 --steps 12 \
+                   --warmup 4 "${peer[@]}" ;;
+        train_compiled) step train_compiled 420 python3 benchmarks/train_speed.py --device cuda --only ours \
+                            --dtypes bf16 --steps 12 --warmup 6 --set 'trainer.compile=[codec.decoder,disc]' ;;
+        codec) step codec 540 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 64 --dtypes fp32 bf16 \
+                   --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none "${peer[@]}" --compile --cuda-graphs ;;
+        profile) step profile 200 python3 benchmarks/profile_codec.py --batch 64 --dtype bf16 --compile --rows 40 ;;
+        *) echo "unknown step $s (tests song tts train train_compiled codec profile)"; exit 2 ;;
+    esac
+done
