@@ -420,3 +420,15 @@ def test_compile_runs_the_named_modules_compiled_with_the_same_training(tmp_path
     for bad in ("nothing", "body.9"):
         with pytest.raises(ConfigError, match="trainer.compile"):
             Trainer(cfg(PLAIN, compile=[bad]), tmp_path / f"bad_{bad}")
+
+
+def test_resume_with_an_optimizer_state_that_does_not_fit_is_a_checkpoint_error(tmp_path):
+    """An optimizer state whose parameter groups do not match the task's (e.g. a checkpoint of an earlier model
+    layout) is refused with a CheckpointError that names the optimizer, not a bare ValueError."""
+    Trainer(cfg(PLAIN, max_steps=2), tmp_path / "run").fit()
+    path = tmp_path / "run" / "checkpoints" / ckpt.checkpoint_name(2)
+    model, state, ema = ckpt.load_checkpoint(path)
+    state["optimizers"]["main"]["param_groups"][0]["params"].append(10_000)
+    other = Trainer(cfg(PLAIN, max_steps=2, resume="never"), tmp_path / "other")
+    with pytest.raises(CheckpointError, match="optimizer 'main' does not fit"):
+        other._load_states(str(path), model, state, ema)

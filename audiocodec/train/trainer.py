@@ -596,7 +596,11 @@ class Trainer:
             raise CheckpointError(f"{path} has optimizers {sorted(state['optimizers'])}, "
                                   f"the task {sorted(self.optimizers)}")
         for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
+            try:
+                opt.load_state_dict(state["optimizers"][name])
+            except (ValueError, KeyError) as e:   # parameter groups of other sizes: another model layout
+                raise CheckpointError(f"{path}: the state of optimizer {name!r} does not fit this task's parameters "
+                                      f"({e}); start a new run from its weights with --init-from") from e
             self.schedulers[name].load_state_dict(state["schedulers"][name])
         if self.ema is not None:
             if ema is not None:
