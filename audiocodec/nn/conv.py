@@ -149,19 +149,18 @@ def reflect_pad(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
     return out
 
 
-def cpu_inference(x: torch.Tensor) -> bool:
-    """The CPU inference fast paths apply to ``x``: a CPU tensor, no autograd, eager (not being compiled), and
-    the switch :attr:`PaddedConv1d.cpu_time_major` on (off: the reference paths, for tests)."""
-    return (x.device.type == "cpu" and not torch.is_grad_enabled() and PaddedConv1d.cpu_time_major
-            and not torch.compiler.is_compiling())
-
-
 def time_major_inference(x: torch.Tensor) -> bool:
     """The time-major inference paths (convs on ``[B, L, C]`` memory, in-place SEANet activations) apply to
-    ``x``: :func:`cpu_inference`, or a CUDA tensor without autograd, eager, with
-    :attr:`PaddedConv1d.cuda_time_major` on (cuDNN's channels-last convolutions, no layout conversion per conv)."""
-    return cpu_inference(x) or (x.is_cuda and PaddedConv1d.cuda_time_major and not torch.is_grad_enabled()
-                                and not torch.compiler.is_compiling())
+    ``x``: no autograd, eager (not being compiled), and the switch of its device on:
+    :attr:`PaddedConv1d.cpu_time_major` (on; off: the reference paths, for tests) or
+    :attr:`PaddedConv1d.cuda_time_major` (off; cuDNN's channels-last convolutions, no layout conversion per conv)."""
+    switch = {"cpu": PaddedConv1d.cpu_time_major, "cuda": PaddedConv1d.cuda_time_major}.get(x.device.type, False)
+    return switch and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
+def cpu_inference(x: torch.Tensor) -> bool:
+    """:func:`time_major_inference` of a CPU tensor: where the CPU-only fast paths (oneDNN) apply."""
+    return x.device.type == "cpu" and time_major_inference(x)
 
 
 def packed_linear(x: torch.Tensor, owner: nn.Module, name: str, sources, weight_bias,
