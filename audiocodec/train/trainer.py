@@ -275,6 +275,11 @@ class _NullWriter:
         return lambda *args, **kwargs: None
 
 
+def _submodule_names(top: str, module: nn.Module) -> str:
+    """``"top.a, top.b"``: the direct submodules of task module ``top``, for config error messages."""
+    return ", ".join(f"{top}.{n}" for n, _ in module.named_children())
+
+
 def _scalar(value) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.detach().float().mean()
@@ -843,9 +848,8 @@ class Trainer:
             try:
                 root.get_parameter(rest).requires_grad_(False)
             except AttributeError:
-                children = ", ".join(f"{top}.{n}" for n, _ in root.named_children())
                 raise ConfigError(f"trainer.freeze: {name!r} is neither a submodule nor a parameter of {top!r} "
-                                  f"(its submodules: {children})") from None
+                                  f"(its submodules: {_submodule_names(top, root)})") from None
         if names:
             n_frozen = sum(p.numel() for m in self.task.modules.values() for p in m.parameters() if not p.requires_grad)
             log.info(f"trainer.freeze: {n_frozen:,} parameters frozen ({', '.join(map(str, names))})")
@@ -875,8 +879,9 @@ class Trainer:
         for name in names:
             root, target = self._find_module("trainer.compile", name)
             if not isinstance(target, nn.Module):
-                children = ", ".join(f"{str(name).partition('.')[0]}.{n}" for n, _ in root.named_children())
-                raise ConfigError(f"trainer.compile: {name!r} is not a submodule (submodules: {children})")
+                top = str(name).partition(".")[0]
+                raise ConfigError(f"trainer.compile: {name!r} is not a submodule of {top!r} "
+                                  f"(its submodules: {_submodule_names(top, root)})")
             target.compile()
         if names:
             log.info(f"trainer.compile: {', '.join(map(str, names))} run through torch.compile")
