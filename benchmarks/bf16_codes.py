@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import audiocodec  # noqa: E402
 from audiocodec.audio import load_audio  # noqa: E402
+from codec_speed import seed_codebooks, timeit  # noqa: E402
 
 
 class InFP32(nn.Module):
@@ -47,17 +47,6 @@ def clips(paths, sample_rate: int, seconds: float) -> torch.Tensor:
     if not out:
         raise SystemExit(f"no {seconds} s clip in {len(paths)} file(s): give longer audio or lower --seconds")
     return torch.stack(out)
-
-
-def seed_codebooks(codec, wav: torch.Tensor) -> None:
-    """Draw each codebook's entries from the residual latents of ``wav`` (untrained codecs)."""
-    with torch.no_grad():
-        frames = codec.encoder(wav).transpose(1, 2).reshape(-1, codec.encoder.dimension)
-        for layer in codec.quantizer.layers:
-            book = layer.codebook
-            pick = torch.randint(0, frames.shape[0], (book.embed.shape[0],), device=frames.device)
-            book.embed.copy_(frames[pick])
-            frames = frames - book.embed[torch.cdist(frames, book.embed).argmin(-1)]
 
 
 def main(argv=None):
@@ -94,16 +83,7 @@ def main(argv=None):
                     same = (codec.encode(wav).tokens == reference).float().mean().item()
                     speed = ""
                     if big is not None:
-                        for _ in range(2):
-                            codec.encode(big)
-                        if args.device == "cuda":
-                            torch.cuda.synchronize()
-                        t0 = time.perf_counter()
-                        for _ in range(5):
-                            codec.encode(big)
-                        if args.device == "cuda":
-                            torch.cuda.synchronize()
-                        seconds = (time.perf_counter() - t0) / 5
+                        seconds = timeit(lambda: codec.encode(big), args.device, repeats=5)
                         speed = f", batch-{big.shape[0]} encode {big.shape[0] * args.seconds / seconds:,.0f}x realtime"
             finally:
                 for i, m in saved.items():

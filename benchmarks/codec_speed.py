@@ -57,6 +57,17 @@ def timeit(fn, device: str, repeats: int, warmup: int = 2, stat: str = "median")
     return min(times) if stat == "best" else statistics.median(times)
 
 
+def seed_codebooks(codec, wav: torch.Tensor) -> None:
+    """Draw each codebook's entries from the residual latents of ``wav`` (untrained codecs: codes then vary)."""
+    with torch.no_grad():
+        frames = codec.encoder(wav).transpose(1, 2).reshape(-1, codec.encoder.dimension)
+        for layer in codec.quantizer.layers:
+            book = layer.codebook
+            pick = torch.randint(0, frames.shape[0], (book.embed.shape[0],), device=frames.device)
+            book.embed.copy_(frames[pick])
+            frames = frames - book.embed[torch.cdist(frames, book.embed).argmin(-1)]
+
+
 def report(label: str, bs: int, dtype: str, t_enc: float, t_dec: float, args) -> dict:
     """Print and return one result row."""
     audio_s = bs * args.seconds
@@ -263,11 +274,7 @@ def main(argv=None):
     if "bf16" in args.dtypes and any(m.startswith("wavtokenizer") for m in args.models):
         codec = audiocodec.build_codec("wavtokenizer-75").prepare_for_inference().to(args.device)
         wav = (0.1 * torch.randn(8, 1, int(args.seconds * 24000))).to(args.device)
-        # seed the codebook with frames of this input so that codes vary
-        with torch.no_grad():
-            frames = codec.encoder(wav).transpose(1, 2).reshape(-1, 512)
-            book = codec.quantizer.layers[0].codebook
-            book.embed.copy_(frames[torch.randint(0, frames.shape[0], (book.embed.shape[0],), device=args.device)])
+        seed_codebooks(codec, wav)   # so that codes vary
         c32 = codec.encode(wav).tokens
         with torch.autocast(args.device, dtype=torch.bfloat16):
             c16 = codec.encode(wav).tokens
