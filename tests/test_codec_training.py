@@ -307,3 +307,30 @@ def test_compiled_decoder_and_discriminators_train(tmp_path):
     mel = [h["gen/mel"] for h in trainer.history if "gen/mel" in h]
     assert len(mel) == 4 and mel[-1] < mel[0]
     assert "discriminator/mpd" in trainer.history[-1]
+
+
+def test_channels_last_discriminators_train_as_the_default_layout(tmp_path):
+    """trainer.channels_last=[disc]: every discriminator Conv2d gets and gives NHWC tensors (the one-channel MPD /
+    MRD inputs included), and the run's losses equal the NCHW run's up to float rounding; a name that is no
+    module is a ConfigError."""
+    train = write_clips(tmp_path / "data", [0.5])
+    config = wavtokenizer_config(train, max_steps=3, val_every=0, ckpt_every=100)
+    config["task"]["valid_metrics"] = []
+    plain = Trainer(copy.deepcopy(config), tmp_path / "plain")
+    plain.fit()
+    nhwc = Trainer(copy.deepcopy(config), tmp_path / "nhwc", overrides=["trainer.channels_last=[disc]"])
+    layouts = []
+    convs = [m for m in nhwc.task.disc.modules() if isinstance(m, torch.nn.Conv2d)]
+    for conv in convs:
+        conv.register_forward_hook(lambda m, args, out: layouts.append(
+            (args[0].is_contiguous(memory_format=torch.channels_last) and args[0].stride(1) == 1,
+             out.is_contiguous(memory_format=torch.channels_last) and out.stride(1) == 1)))
+    nhwc.fit()
+    assert len(layouts) >= 3 * 2 * len(convs) and all(a and b for a, b in layouts)
+    for key in ("gen/mel", "discriminator/mpd", "gen/feature/mrd"):
+        a = [h[key] for h in plain.history if key in h]
+        b = [h[key] for h in nhwc.history if key in h]
+        assert len(a) == len(b) == 3
+        assert a == pytest.approx(b, rel=1e-3, abs=1e-5), key
+    with pytest.raises(ConfigError, match="trainer.channels_last"):
+        Trainer(copy.deepcopy(config), tmp_path / "bad", overrides=["trainer.channels_last=[disc.nothing]"])

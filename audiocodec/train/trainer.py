@@ -120,6 +120,9 @@ TRAINER_DEFAULTS: dict = {
     "freeze": [],              # "<module>.<submodule or parameter>" names kept fixed: no gradient, eval mode
     "compile": [],             # "<module>[.<submodule>]" names run through torch.compile (e.g. codec.decoder,
                                # disc): fused kernels; the first steps compile (minutes)
+    "channels_last": [],       # "<module>[.<submodule>]" names whose Conv2d layers run channels-last (NHWC, the
+                               # layout of cuDNN's tensor-core kernels: no layout transposes), e.g. disc
+    "cudnn_benchmark": False,  # let cuDNN time its algorithms per input shape (pays when crops are fixed)
     "ema": None,               # e.g. {decay: 0.999, modules: [gen], start_step: 0, every: 1}
     "device": "auto",          # auto | cpu | cuda
     "threads": None,           # torch CPU threads (set 1 for bit-exact runs across processes)
@@ -280,6 +283,19 @@ def _submodule_names(top: str, module: nn.Module) -> str:
     return ", ".join(f"{top}.{n}" for n, _ in module.named_children())
 
 
+def _input_channels_last(conv: nn.Module, args: tuple) -> tuple:
+    """Forward pre-hook of ``trainer.channels_last``: a 4-D input in channels-last memory order. A one-channel
+    input ``[B, 1, H, W]`` counts as channels-last already but convs read its strides as NCHW: it is copied
+    into explicit channels-last strides (one channel: a small copy) so the first conv's output is NHWC too."""
+    x, *rest = args
+    if isinstance(x, torch.Tensor) and x.dim() == 4:
+        if x.shape[1] == 1 and x.stride(1) != 1:
+            x = x.clone(memory_format=torch.channels_last)
+        else:
+            x = x.contiguous(memory_format=torch.channels_last)
+    return (x, *rest)
+
+
 def _scalar(value) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.detach().float().mean()
@@ -424,6 +440,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self._saved_threads = torch.get_num_threads()
         self._saved_deterministic = torch.are_deterministic_algorithms_enabled()
+        self._saved_cudnn_benchmark = torch.backends.cudnn.benchmark
         if t["threads"]:
             torch.set_num_threads(int(t["threads"]))
         if t["deterministic"]:
@@ -432,6 +449,8 @@ class Trainer:
         if self.dist.device.type == "cuda" and t["tf32"]:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        if self.dist.device.type == "cuda" and t["cudnn_benchmark"]:
+            torch.backends.cudnn.benchmark = True
         self._handlers: list[logging.Handler] = []
         self._setup_logging()
         try:
@@ -543,6 +562,7 @@ class Trainer:
             self._load(*resume)
         else:
             seed_everything(mix_seed(t["seed"], d.rank, 1) % 2**63)
+        self._channels_last(t["channels_last"])
         self._compile(t["compile"])
         self._save_config()
         log.info(f"run {self.run_dir}: task {self.config['task']['type']}, {d.world_size} process(es) on "
@@ -868,22 +888,46 @@ class Trainer:
             target = None
         return root, target
 
+    def _named_submodules(self, key: str, names) -> list[nn.Module]:
+        """The (sub)modules that config list ``trainer.<key>`` names (``"<module>[.<submodule>]"`` each)."""
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, (list, tuple)):
+            raise ConfigError(f"trainer.{key} must be a list of module names, got {names!r}")
+        out = []
+        for name in names:
+            root, target = self._find_module(f"trainer.{key}", name)
+            if not isinstance(target, nn.Module):
+                top = str(name).partition(".")[0]
+                raise ConfigError(f"trainer.{key}: {name!r} is not a submodule of {top!r} "
+                                  f"(its submodules: {_submodule_names(top, root)})")
+            out.append(target)
+        return out
+
+    def _channels_last(self, names) -> None:
+        """Apply ``trainer.channels_last``: every Conv2d inside the named (sub)modules gets its input in
+        channels-last memory order (a forward pre-hook; a no-op for an input already in that order), so its
+        output, and the activations and gradients after it, stay channels-last: cuDNN's bf16 / TF32 kernels
+        work in that layout, and NCHW tensors cost a transpose before and after each conv. Values, parameter
+        names and checkpoints are unchanged."""
+        modules = self._named_submodules("channels_last", names)
+        n = 0
+        for module in modules:
+            for conv in module.modules():
+                if isinstance(conv, nn.Conv2d):
+                    conv.register_forward_pre_hook(_input_channels_last)
+                    n += 1
+        if modules:
+            log.info(f"trainer.channels_last: {n} Conv2d layers in {', '.join(map(str, names))} run channels-last")
+
     def _compile(self, names) -> None:
         """Apply ``trainer.compile``: each named (sub)module's calls run through ``torch.compile``
         (:meth:`nn.Module.compile`, in place: parameter names, checkpoints and exports are unchanged).
         Done last in setup, after the EMA copies are made (a copy would share the compiled call)."""
-        if isinstance(names, str):
-            names = [names]
-        if not isinstance(names, (list, tuple)):
-            raise ConfigError(f"trainer.compile must be a list of module names, got {names!r}")
-        for name in names:
-            root, target = self._find_module("trainer.compile", name)
-            if not isinstance(target, nn.Module):
-                top = str(name).partition(".")[0]
-                raise ConfigError(f"trainer.compile: {name!r} is not a submodule of {top!r} "
-                                  f"(its submodules: {_submodule_names(top, root)})")
+        modules = self._named_submodules("compile", names)
+        for target in modules:
             target.compile()
-        if names:
+        if modules:
             log.info(f"trainer.compile: {', '.join(map(str, names))} run through torch.compile")
 
     def _frozen_to_eval(self) -> None:
@@ -1054,3 +1098,4 @@ class Trainer:
         dist_utils.shutdown(self.dist)
         torch.set_num_threads(self._saved_threads)
         torch.use_deterministic_algorithms(self._saved_deterministic)
+        torch.backends.cudnn.benchmark = self._saved_cudnn_benchmark
