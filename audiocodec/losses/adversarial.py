@@ -1,4 +1,4 @@
-"""Adversarial and feature-matching losses, each averaged over sub-discriminators, computed in fp32.
+"""Adversarial and feature-matching losses, each averaged over sub-discriminators; the values are fp32.
 
 Loss types (``kind``), for logits ``r`` (real) and ``f`` (fake):
 
@@ -86,6 +86,7 @@ def feature_matching_loss(real_fmaps: Sequence[Sequence[torch.Tensor]], fake_fma
     for rs, fs in zip(real_fmaps, fake_fmaps):
         if len(rs) != len(fs) or not len(rs):
             raise ValueError("feature_matching_loss: sub-discriminator with mismatched or no feature maps")
-        per = torch.stack([(r.detach().float() - f.float()).abs().mean() for r, f in zip(rs, fs)])
+        # |r - f| in the maps' dtype, averaged with fp32 accumulation into an fp32 value: no fp32 copy of a map
+        per = torch.stack([(r.detach() - f).abs().mean(dtype=torch.float32) for r, f in zip(rs, fs)])
         out.append(per.sum() if layers == "sum" else per.mean())
     return _mean(out)
