@@ -355,23 +355,37 @@ def test_full_step_graph_unrolled_with_an_eager_tail(monkeypatch, steps_per_grap
 
 
 @cuda
-def test_full_step_capture_failure_falls_back_with_a_warning():
+@pytest.mark.parametrize("sampled", [False, True])
+def test_full_step_capture_failure_falls_back_with_a_warning(sampled):
     """A hook declared graph-safe that synchronises cannot be captured: generate warns and decodes eagerly,
-    with the same tokens."""
+    with the same tokens; a sampling hook's generator (and the default one) draw eagerly afterwards as if no
+    capture had been tried."""
     from audiocodec.lm import TransformerLM, generate
 
-    def syncing(logits, state):
-        if bool(logits.isnan().any()):       # a host synchronisation: not capturable
-            raise AssertionError
-        return logits.argmax(-1)
-    syncing.graph_safe = True
+    def make_hook(capturable):
+        gen = torch.Generator("cuda").manual_seed(5)
+
+        def hook(logits, state):
+            if not capturable and bool(logits.isnan().any()):       # a host synchronisation: not capturable
+                raise AssertionError
+            if not sampled:
+                return logits.argmax(-1)
+            probs = logits.float().softmax(-1)
+            torch.rand(1, device="cuda")                             # the default generator too
+            return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=gen).view(probs.shape[:-1])
+        hook.graph_safe, hook.generators = True, [gen]
+        return hook
     torch.manual_seed(0)
     model = TransformerLM(vocab_size=40, dim=32, num_layers=2, num_heads=4, init_std=0.2).cuda().eval()
     prompts = torch.randint(0, 40, (2, 1, 5), device="cuda")
-    expected = generate(model, prompts, 20)
+    torch.manual_seed(1)
+    expected = generate(model, prompts, 20, sample_fn=make_hook(True))
+    torch.manual_seed(1)
     with pytest.warns(RuntimeWarning, match="capturing"):
-        out = generate(model, prompts, 20, sample_fn=syncing, cuda_graph=True)
+        out = generate(model, prompts, 20, sample_fn=make_hook(False), cuda_graph=True)
     assert torch.equal(out.tokens, expected.tokens)
+    if sampled:
+        assert out.tokens.unique().numel() > 5
 
 
 @cuda

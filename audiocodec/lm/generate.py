@@ -303,6 +303,7 @@ class _FixedDecoder:
             main.wait_stream(side)
         except BaseException:
             main.wait_stream(side)
+            _end_capture_mode(generators + [default])
             restore()
             raise
         finally:
@@ -344,6 +345,13 @@ class _FixedDecoder:
             if done < total and self.eos_id is not None and done % check_every == 0 and bool(self.finished.all()):
                 return done
         return total
+
+
+def _end_capture_mode(generators) -> None:
+    """After a capture that failed: CUDA generators stay marked as capturing (their next draw outside a graph
+    fails: "Offset increment outside graph capture"); give each a fresh copy of its state, which is not."""
+    for g in generators:
+        g.graphsafe_set_state(g.clone_state())
 
 
 def left_padding_mask(lengths: torch.Tensor, total: int) -> torch.Tensor:
