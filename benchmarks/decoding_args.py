@@ -59,18 +59,31 @@ def mode_generate(plain: Callable, mode: str, steps: Optional[int]) -> Callable:
     return functools.partial(plain, steps_per_graph=steps)
 
 
-def print_profile(fn: Callable, label: str, steps: int, rows: int = 30) -> None:
+def print_profile(fn: Callable, label: str, steps: int, rows: int = 30, by_op: bool = False) -> None:
     """Run ``fn()`` once under torch.profiler and print the CUDA kernels that took the most time, with their
-    counts per decoding step (``steps`` steps in the call); kernels replayed from CUDA graphs are included."""
+    counts per decoding step (``steps`` steps in the call); kernels replayed from CUDA graphs are included.
+    ``by_op``: also the aten operators (with their input shapes) whose kernels took the most time."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    activities = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if by_op else [])
+    with profile(activities=activities, record_shapes=by_op) as prof:
         fn()
         torch.cuda.synchronize()
-    events = sorted(prof.key_averages(), key=lambda e: e.self_device_time_total, reverse=True)
+    events = sorted((e for e in prof.key_averages() if e.device_type == DeviceType.CUDA),
+                    key=lambda e: e.self_device_time_total, reverse=True)
     total = sum(e.self_device_time_total for e in events)
     kernels = sum(e.count for e in events if e.self_device_time_total > 0)
-    print(f"== profile {label}: {total / 1e3:.2f} ms of CUDA time, {steps} steps: {total / max(steps, 1):.1f} us and "
-          f"{kernels / max(steps, 1):.1f} kernels per step")
+    per = max(steps, 1)
+    print(f"== profile {label}: {total / 1e3:.2f} ms of CUDA time, {steps} steps: {total / per:.1f} us and "
+          f"{kernels / per:.1f} kernels per step")
     for e in events[:rows]:
-        print(f"{e.self_device_time_total / 1e3:9.3f} ms {e.count / max(steps, 1):7.2f}/step  {e.key[:100]}")
+        print(f"{e.self_device_time_total / 1e3:9.3f} ms {e.count / per:7.2f}/step  {e.key[:100]}")
+    if by_op:
+        ops = sorted((e for e in prof.key_averages(group_by_input_shape=True)
+                      if e.device_type == DeviceType.CPU and e.self_device_time_total > 0),
+                     key=lambda e: e.self_device_time_total, reverse=True)
+        print(f"== operators of {label} by the CUDA time of their own kernels")
+        for e in ops[:rows]:
+            print(f"{e.self_device_time_total / 1e3:9.3f} ms {e.count / per:7.2f}/step  {e.key[:40]:40} "
+                  f"{str(e.input_shapes)[:110]}")

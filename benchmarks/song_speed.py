@@ -88,6 +88,7 @@ def main(argv=None) -> int:
           f"{steps_per_second:.0f} decoding steps per second of audio; window {model.window_frames} frames; "
           f"LM {sum(p.numel() for p in model.lm.parameters()) / 1e6:.1f}M parameters")
     rows = []
+    print(f"{'mode':>11} {'batch':>6} {'frames/row':>11} {'seconds':>9} {'steps/s/row':>12} {'x realtime':>11}")
     plain_generate = song_generate.generate
     for mode, steps in decoding_runs(args, device.type == "cuda"):
         gen = SongGenerator(model, cuda_graphs=mode != "eager", compile=mode == "compiled")
@@ -108,17 +109,16 @@ def main(argv=None) -> int:
             frames = sum(int(next(iter(t.values())).shape[-1]) for t in out)
             best = min(times)
             audio = frames / model.frame_rate
-            rows.append({"mode": mode, "batch": batch, "frames_per_row": frames // batch, "seconds": best,
-                         "steps_per_s": frames * layout.frame_columns / batch / best, "realtime": audio / best})
+            r = {"mode": mode, "batch": batch, "frames_per_row": frames // batch, "seconds": best,
+                 "steps_per_s": frames * layout.frame_columns / batch / best, "realtime": audio / best}
+            rows.append(r)
+            print(f"{r['mode']:>11} {r['batch']:>6} {r['frames_per_row']:>11} {r['seconds']:>9.3f} "
+                  f"{r['steps_per_s']:>12.0f} {r['realtime']:>11.1f}", flush=True)
             if args.profile and device.type == "cuda":
                 print_profile(lambda: gen.generate_tokens([LYRICS] * batch, [DESCRIPTION] * batch,
                                                           options=SongOptions(duration=args.seconds, **opts)),
                               f"{mode} batch {batch}", frames * layout.frame_columns // batch)
         song_generate.generate = plain_generate
-    print(f"{'mode':>9} {'batch':>6} {'frames/row':>11} {'seconds':>9} {'steps/s/row':>12} {'x realtime':>11}")
-    for r in rows:
-        print(f"{r['mode']:>9} {r['batch']:>6} {r['frames_per_row']:>11} {r['seconds']:>9.3f} "
-              f"{r['steps_per_s']:>12.0f} {r['realtime']:>11.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": str(device), "dtype": args.dtype, "song_mode": layout.mode,
                                                "cfg_scale": args.cfg_scale, "rows": rows}, indent=1))

@@ -225,6 +225,9 @@ def main(argv=None):
     p.add_argument("--only", choices=["ours", "official"], default=None)
     p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                   help="CUDA: after timing, profile two more steps of each trainer and print its top ROWS kernels")
+    p.add_argument("--profile-ops", action="store_true", help="with --profile: also the top aten operators")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     if args.device == "cuda":
@@ -257,6 +260,10 @@ def main(argv=None):
             with tempfile.TemporaryDirectory() as tmp:
                 step, info = make(dtype, Path(tmp))
                 rate = time_steps(step, args.device, args.warmup, args.steps)
+                if args.profile and args.device == "cuda":
+                    from decoding_args import print_profile
+                    print_profile(lambda: (step(), step()), f"{label} {dtype} (per optimizer step)", steps=2,
+                                  rows=args.profile, by_op=args.profile_ops)
                 del step
             peak = torch.cuda.max_memory_allocated() / 1e9 if args.device == "cuda" else float("nan")
             row = dict(trainer=label, dtype=dtype, steps_per_s=rate, audio_s_per_s=rate * args.batch * args.seconds,
