@@ -64,6 +64,23 @@ def test_feature_matching():
     assert real_leaf.grad is None and fake[0][0].grad is not None  # real maps are detached
 
 
+def test_feature_matching_on_bf16_maps_keeps_their_dtype_and_layout():
+    """bf16 NHWC maps (as the discriminators give under autocast): an fp32 value within bf16 rounding of the exact
+    mean |real - fake|, and the gradient sign(fake - real) / n in the map's own dtype and memory layout."""
+    g = torch.Generator().manual_seed(0)
+    shape = (4, 16, 50, 3)
+    real = torch.randn(shape, generator=g).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    fake = torch.randn(shape, generator=g).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    fake.requires_grad_()
+    value = feature_matching_loss([[real]], [[fake]])
+    exact = (real.double() - fake.detach().double()).abs().mean()
+    assert value.dtype == torch.float32 and value.item() == pytest.approx(exact.item(), rel=4e-3)
+    value.backward()
+    assert fake.grad.dtype == torch.bfloat16 and fake.grad.is_contiguous(memory_format=torch.channels_last)
+    expected = torch.sign(fake.detach().double() - real.double()) / fake.numel()
+    torch.testing.assert_close(fake.grad.double(), expected, rtol=1e-2, atol=0)
+
+
 # -- spectral ------------------------------------------------------------------------------------------
 def test_mel_loss_zero_for_identical_and_grows_with_noise():
     mel = MelLoss()

@@ -69,6 +69,13 @@ def generator_loss(fake_logits: Sequence[torch.Tensor], kind: str = "hinge") -> 
     return _mean(out)
 
 
+def _mean_abs_difference(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``mean(|fake - real|)`` as an fp32 scalar, in four passes over the maps (difference, L1 norm; backward:
+    sign, scale) in their own dtype: no fp32 copy of a map (under bf16 autocast the sum is accumulated in fp32
+    and rounded to bf16, as the official codes compute the whole term in bf16; the gradient is exact)."""
+    return torch.linalg.vector_norm(fake - real, 1).float() / fake.numel()
+
+
 def feature_matching_loss(real_fmaps: Sequence[Sequence[torch.Tensor]], fake_fmaps: Sequence[Sequence[torch.Tensor]],
                           layers: str = "sum") -> torch.Tensor:
     """Mean L1 between real (detached) and fake feature maps.
@@ -86,7 +93,6 @@ def feature_matching_loss(real_fmaps: Sequence[Sequence[torch.Tensor]], fake_fma
     for rs, fs in zip(real_fmaps, fake_fmaps):
         if len(rs) != len(fs) or not len(rs):
             raise ValueError("feature_matching_loss: sub-discriminator with mismatched or no feature maps")
-        # |r - f| in the maps' dtype, averaged with fp32 accumulation into an fp32 value: no fp32 copy of a map
-        per = torch.stack([(r.detach() - f).abs().mean(dtype=torch.float32) for r, f in zip(rs, fs)])
+        per = torch.stack([_mean_abs_difference(f, r.detach()) for r, f in zip(rs, fs)])
         out.append(per.sum() if layers == "sum" else per.mean())
     return _mean(out)
