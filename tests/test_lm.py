@@ -510,3 +510,25 @@ def test_weights_of_the_separate_projection_layout_load_into_the_fused_one(tmp_p
     save_file(legacy, str(tmp_path / "bad.safetensors"), metadata=meta)
     with pytest.raises(CheckpointError, match="does not fit its own config"):
         load_model(tmp_path / "bad.safetensors", "test-lm", _SavedLM)
+
+
+def test_cross_attention_row_without_memory_gets_an_exact_zero_update():
+    """A row whose memory is all padding adds exactly zero (zeroed after the output projection); the other rows
+    are plain masked attention through the output projection."""
+    from audiocodec.lm.transformer import CrossAttention, cross_attention_mask
+    torch.manual_seed(0)
+    cross = CrossAttention(dim=32, num_heads=4, num_kv_heads=2, memory_dim=16).eval()
+    x, memory = torch.randn(3, 5, 32), torch.randn(3, 7, 16)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 4:] = False
+    mask[2] = False
+    keys, values = cross.memory_keys_values(memory)
+    with torch.no_grad():
+        out = cross(x, keys, values, cross_attention_mask(mask))
+        q = cross.q_proj(x).unflatten(-1, (4, 8)).transpose(1, 2)
+        attend = mask[:, None, None, :] | ~mask.any(-1)[:, None, None, None]    # an empty row attends everywhere
+        ref = torch.nn.functional.scaled_dot_product_attention(q, keys.repeat_interleave(2, 1),
+                                                               values.repeat_interleave(2, 1), attn_mask=attend)
+        ref = cross.out_proj(ref.transpose(1, 2).flatten(2))
+    assert torch.equal(out[2], torch.zeros_like(out[2]))
+    torch.testing.assert_close(out[:2], ref[:2])

@@ -170,16 +170,18 @@ class CrossAttention(nn.Module):
                 memory_mask: tuple[Optional[torch.Tensor], Optional[torch.Tensor]] = (None, None)) -> torch.Tensor:
         """``x [B, T, D]``, ``keys``/``values [B, H_kv, M, Dh]`` -> ``[B, T, D]``. ``memory_mask``: the
         :func:`cross_attention_mask` of the memory's padding mask (computed once for all layers); a row whose
-        memory is all padding gets a zero update."""
+        memory is all padding gets a zero update (zeroed after the bias-free output projection, the same
+        values as before it: compiled, the zeroing fuses into the residual add that follows)."""
         q = self.q_proj(x).unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
         keys, values = keys.to(q.dtype), values.to(q.dtype)
         mask, empty_rows = memory_mask
         out = F.scaled_dot_product_attention(
             q, keys, values, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=self.num_kv_heads != self.num_heads)
+        out = self.out_proj(out.transpose(1, 2).flatten(2))
         if empty_rows is not None:
-            out = out.masked_fill(empty_rows[:, None, None, None], 0.0)
-        return self.out_proj(out.transpose(1, 2).flatten(2))
+            out = out.masked_fill(empty_rows[:, None, None], 0.0)
+        return out
 
 
 def cross_attention_mask(memory_mask: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
