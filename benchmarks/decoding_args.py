@@ -28,21 +28,34 @@ def add_decoding_args(p: argparse.ArgumentParser, dtype_help: Optional[str] = No
     p.add_argument("--json", default=None, help="also write the table here")
     p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                    help="set a torch._inductor.config value before compiling (repeatable), e.g. combo_kernels=True")
+    p.add_argument("--sdpa", choices=["auto", "cudnn", "flash", "efficient", "math"], default="auto",
+                   help="CUDA: the only scaled-dot-product-attention backend allowed (auto: PyTorch's choice)")
     p.add_argument("--profile", action="store_true",
                    help="CUDA: after the timed calls, profile one more call of each row and print its top kernels")
 
 
 def apply_decoding_args(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
-    """Set :attr:`RMSNorm.fused` from ``--norm`` and the ``--inductor`` values; returns ``(device, dtype)`` of
-    ``--device`` / ``--dtype``."""
+    """Set :attr:`RMSNorm.fused` from ``--norm``, the attention backend from ``--sdpa`` and the ``--inductor``
+    values; returns ``(device, dtype)`` of ``--device`` / ``--dtype``."""
     RMSNorm.fused = {"auto": None, "fused": True, "elementwise": False}[args.norm]
-    for item in args.inductor:
+    if args.sdpa != "auto":
+        switches = {"cudnn": torch.backends.cuda.enable_cudnn_sdp, "flash": torch.backends.cuda.enable_flash_sdp,
+                    "efficient": torch.backends.cuda.enable_mem_efficient_sdp,
+                    "math": torch.backends.cuda.enable_math_sdp}
+        for name, enable in switches.items():
+            enable(name == args.sdpa)
+    set_inductor_config(args.inductor)
+    return torch.device(args.device), getattr(torch, args.dtype)
+
+
+def set_inductor_config(items: list[str]) -> None:
+    """Apply ``--inductor KEY=VALUE`` items to ``torch._inductor.config`` (values as Python literals)."""
+    for item in items:
         import torch._inductor.config as inductor_config
         key, _, value = item.partition("=")
         if not hasattr(inductor_config, key):
             raise SystemExit(f"--inductor {item}: torch._inductor.config has no {key!r}")
         setattr(inductor_config, key, ast.literal_eval(value))
-    return torch.device(args.device), getattr(torch, args.dtype)
 
 
 def decoding_runs(args: argparse.Namespace, on_cuda: bool) -> list[tuple[str, Optional[int]]]:

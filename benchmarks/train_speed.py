@@ -228,7 +228,12 @@ def main(argv=None):
     p.add_argument("--profile", type=int, default=0, metavar="ROWS",
                    help="CUDA: after timing, profile two more steps of each trainer and print its top ROWS kernels")
     p.add_argument("--profile-ops", action="store_true", help="with --profile: also the top aten operators")
+    p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a torch._inductor.config value for trainer.compile (repeatable), e.g. "
+                        "keep_output_stride=False")
     args = p.parse_args(argv)
+    from decoding_args import print_profile, set_inductor_config
+    set_inductor_config(args.inductor)
     torch.manual_seed(0)
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -261,7 +266,6 @@ def main(argv=None):
                 step, info = make(dtype, Path(tmp))
                 rate = time_steps(step, args.device, args.warmup, args.steps)
                 if args.profile and args.device == "cuda":
-                    from decoding_args import print_profile
                     print_profile(lambda: (step(), step()), f"{label} {dtype} (per optimizer step)", steps=2,
                                   rows=args.profile, by_op=args.profile_ops)
                 del step

@@ -6,7 +6,7 @@
 #
 #   benchmarks/device/speed_suite.sh OUT [STEP ...]
 #
-# steps: tests song tts train train_nchw train_ops train_compiled codec profile
+# steps: tests song song_sdpa tts train train_nchw train_ops train_compiled train_compiled_loose codec profile
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
 # that order (about 15 minutes with the compiles: split them over two calls).
@@ -17,7 +17,7 @@ mkdir -p "$out"
 . "$(dirname "$0")/setup.sh"
 export PYTHONWARNINGS=ignore
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(tests song tts train train_nchw train_ops train_compiled codec profile)
+[ ${#steps[@]} -eq 0 ] && steps=(tests song song_sdpa tts train train_nchw train_ops train_compiled train_compiled_loose codec profile)
 repo=.peers/WavTokenizer
 peer=()
 [ -d "$repo" ] && peer=(--wavtokenizer-repo "$repo")
@@ -37,6 +37,10 @@ for s in "${steps[@]}"; do
         tests) step tests 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py ;;
         song) step song 240 python3 benchmarks/song_speed.py --device cuda --batch-sizes 1 --modes compiled \
                   --steps-per-graph 8 --repeats 2 --profile ;;
+        song_sdpa) for b in flash efficient math; do
+                       step "song_$b" 200 python3 benchmarks/song_speed.py --device cuda --batch-sizes 1 \
+                           --modes compiled --steps-per-graph 8 --repeats 2 --sdpa "$b"
+                   done ;;
         tts) step tts 240 python3 benchmarks/tts_speed.py --device cuda --batch-sizes 1 64 --modes compiled \
                  --steps-per-graph 8 ;;
         train) step train 300 python3 benchmarks/train_speed.py --device cuda --dtypes bf16 --steps 12 \
@@ -47,10 +51,13 @@ for s in "${steps[@]}"; do
                        --steps 12 --warmup 4 --profile 40 --profile-ops ;;
         train_compiled) step train_compiled 420 python3 benchmarks/train_speed.py --device cuda --only ours \
                             --dtypes bf16 --steps 12 --warmup 6 --profile 30 --set 'trainer.compile=[codec.decoder,disc]' ;;
+        train_compiled_loose) step train_compiled_loose 420 python3 benchmarks/train_speed.py --device cuda \
+                                  --only ours --dtypes bf16 --steps 12 --warmup 6 --profile 30 \
+                                  --set 'trainer.compile=[codec.decoder,disc]' --inductor keep_output_stride=False ;;
         codec) step codec 540 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 64 --dtypes fp32 bf16 \
                    --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none "${peer[@]}" --compile --cuda-graphs ;;
         profile) step profile 200 python3 benchmarks/profile_codec.py --batch 64 --dtype bf16 --compile --rows 40 ;;
-        *) echo "unknown step $s (tests song tts train train_nchw train_ops train_compiled codec profile)"
+        *) echo "unknown step $s (tests song song_sdpa tts train train_nchw train_ops train_compiled train_compiled_loose codec profile)"
            exit 2 ;;
     esac
 done
