@@ -1,18 +1,20 @@
 #!/usr/bin/env python
 """Song LM speed: seconds of song generated per second of wall time (x realtime) at several batch sizes, for
-the default song config (``recipes/song/mini.yaml``: decoder 320 x 8 layers, interleaving_A_V, cross-attention
-to lyrics / description / voice) with random weights, or a trained model (``--model``). Tokens only: the codec
-is not run (its speed is benchmarks/codec_speed.py's).
+the package's default song model (``--model song-mini``, embedded: ``recipes/song/mini.yaml``'s decoder 320 x 8
+layers, interleaving_A_V, cross-attention to lyrics / description / voice, with the 8 x 1024-code 40 Hz music
+codec), another trained model (a path), or random weights of the recipe (``--model random``). Tokens only: the
+codec is not run (its speed is benchmarks/codec_speed.py's).
 
     python benchmarks/song_speed.py --device cuda --batch-sizes 1 --seconds 10        # eager and CUDA graphs
-    python benchmarks/song_speed.py --device cuda --modes graphs --steps-per-graph 1 2 8 --dtype float32
-    python benchmarks/song_speed.py --device cuda --codebooks 8 --cardinality 1024 --frame-rate 40   # music codec
+    python benchmarks/song_speed.py --device cuda --modes compiled --steps-per-graph 8 --profile
+    python benchmarks/song_speed.py --device cuda --model random --codebooks 1 --cardinality 4096 --frame-rate 75
     python benchmarks/song_speed.py --device cpu --batch-sizes 1 --seconds 1 --modes eager --dtype float32
 
-The random model's codec is described by ``--codebooks`` / ``--cardinality`` / ``--frame-rate`` (default: the
-recipe's default codec, 1 x 4096 codes at 75 Hz; recipes/codec/music_rvq_40_small.yaml is 8 x 1024 at 40 Hz).
-Random weights would end songs at random EOS tokens: ``stop_at_eos`` is off, so every song runs the whole
-duration. Guidance (``--cfg-scale``, default 3 as :class:`~audiocodec.song.SongOptions`) doubles the decoded
+The random model's codec is described by ``--codebooks`` / ``--cardinality`` / ``--frame-rate`` (default: song-mini's
+music codec, 8 x 1024 codes at 40 Hz, so ``--model random`` has the default model's shapes and speed; the
+recipe's own default codec is the speech codec, 1 x 4096 at 75 Hz).
+Every song runs the whole duration (``stop_at_eos`` off: random weights, or an early model, could end it
+sooner). Guidance (``--cfg-scale``, default 3 as :class:`~audiocodec.song.SongOptions`) doubles the decoded
 batch. Decoding steps per second of audio: ``frame_rate x frame_columns`` (2 for the interleaving modes).
 Modes: ``eager``; ``graphs`` (rows ``graphs/S``): the whole step replayed from CUDA graphs, ``S`` steps per
 captured graph (``--steps-per-graph``). Times are whole ``generate_tokens`` calls (conditioning, prefill,
@@ -35,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from audiocodec.config import load_yaml  # noqa: E402
 from decoding_args import (add_decoding_args, apply_decoding_args, decoding_runs, mode_generate,  # noqa: E402
                            print_profile)
+from audiocodec.codecs.embedded import embedded_song_path  # noqa: E402
 from audiocodec.song import SongGenerator, SongModel, SongOptions, fit_text_config, load_song  # noqa: E402
 
 song_generate = importlib.import_module("audiocodec.song.generate")   # its generate is swapped per --steps-per-graph
@@ -65,12 +68,14 @@ def sync(device):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None,
-                   help="a trained song model (default: random weights, recipes/song/mini.yaml)")
+    p.add_argument("--model", default="song-mini",
+                   help="a song model (folder or file), an embedded one (default: song-mini, the package's default "
+                        "model), or 'random': random weights of recipes/song/mini.yaml with --mode / --codebooks / "
+                        "--cardinality / --frame-rate")
     p.add_argument("--mode", default=None, help="song mode of the random model (default: the recipe's)")
-    p.add_argument("--codebooks", type=int, default=1)
-    p.add_argument("--cardinality", type=int, default=4096)
-    p.add_argument("--frame-rate", type=float, default=75.0)
+    p.add_argument("--codebooks", type=int, default=8)
+    p.add_argument("--cardinality", type=int, default=1024)
+    p.add_argument("--frame-rate", type=float, default=40.0)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1])
     p.add_argument("--seconds", type=float, default=10.0, help="song duration generated per row")
     p.add_argument("--cfg-scale", type=float, default=3.0, help="guidance scale; 1 runs no unconditional pass")
@@ -79,7 +84,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     device, dtype = apply_decoding_args(args)
     torch.manual_seed(0)
-    model = load_song(args.model, device) if args.model else random_model(args).to(device)
+    if args.model == "random":
+        model = random_model(args).to(device)
+    else:
+        path = args.model if Path(args.model).exists() else embedded_song_path(args.model)
+        if path is None:
+            raise SystemExit(f"--model {args.model}: no such file, folder or embedded song model")
+        model = load_song(path, device)
     model = model.float().eval()
     model.lm.to(dtype)    # the decoder in --dtype; the conditioners (run once per song) stay in fp32
     layout = model.layout
