@@ -888,20 +888,21 @@ class Trainer:
             target = None
         return root, target
 
-    def _named_submodules(self, key: str, names) -> list[nn.Module]:
-        """The (sub)modules that config list ``trainer.<key>`` names (``"<module>[.<submodule>]"`` each)."""
+    def _named_submodules(self, key: str, names) -> dict[str, nn.Module]:
+        """``{name: (sub)module}`` for the names of config list ``trainer.<key>`` (``"<module>[.<submodule>]"``
+        each; a single name may be given as a string)."""
         if isinstance(names, str):
             names = [names]
         if not isinstance(names, (list, tuple)):
             raise ConfigError(f"trainer.{key} must be a list of module names, got {names!r}")
-        out = []
+        out = {}
         for name in names:
             root, target = self._find_module(f"trainer.{key}", name)
             if not isinstance(target, nn.Module):
                 top = str(name).partition(".")[0]
                 raise ConfigError(f"trainer.{key}: {name!r} is not a submodule of {top!r} "
                                   f"(its submodules: {_submodule_names(top, root)})")
-            out.append(target)
+            out[str(name)] = target
         return out
 
     def _channels_last(self, names) -> None:
@@ -911,24 +912,21 @@ class Trainer:
         work in that layout, and NCHW tensors cost a transpose before and after each conv. Values, parameter
         names and checkpoints are unchanged."""
         modules = self._named_submodules("channels_last", names)
-        n = 0
-        for module in modules:
-            for conv in module.modules():
-                if isinstance(conv, nn.Conv2d):
-                    conv.register_forward_pre_hook(_input_channels_last)
-                    n += 1
+        convs = {id(m): m for module in modules.values() for m in module.modules() if isinstance(m, nn.Conv2d)}
+        for conv in convs.values():
+            conv.register_forward_pre_hook(_input_channels_last)
         if modules:
-            log.info(f"trainer.channels_last: {n} Conv2d layers in {', '.join(map(str, names))} run channels-last")
+            log.info(f"trainer.channels_last: {len(convs)} Conv2d layers in {', '.join(modules)} run channels-last")
 
     def _compile(self, names) -> None:
         """Apply ``trainer.compile``: each named (sub)module's calls run through ``torch.compile``
         (:meth:`nn.Module.compile`, in place: parameter names, checkpoints and exports are unchanged).
         Done last in setup, after the EMA copies are made (a copy would share the compiled call)."""
         modules = self._named_submodules("compile", names)
-        for target in modules:
+        for target in modules.values():
             target.compile()
         if modules:
-            log.info(f"trainer.compile: {', '.join(map(str, names))} run through torch.compile")
+            log.info(f"trainer.compile: {', '.join(modules)} run through torch.compile")
 
     def _frozen_to_eval(self) -> None:
         for m in self._frozen:
