@@ -224,7 +224,12 @@ def main(argv=None):
                    help="interleave the candidates over this many rounds of --repeats calls (CPU under load)")
     p.add_argument("--stat", default="median", choices=["median", "best"], help="time per call reported")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--cuda-time-major", action="store_true",
+                   help="our convs on CUDA in time-major (channels-last) layout (PaddedConv1d.cuda_time_major)")
     args = p.parse_args(argv)
+    if args.cuda_time_major:
+        from audiocodec.nn.conv import PaddedConv1d
+        PaddedConv1d.cuda_time_major = True
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -6,7 +6,7 @@
 #
 #   benchmarks/device/speed_suite.sh OUT [STEP ...]
 #
-# steps: tests song song_sdpa tts train train_nchw train_ops train_compiled train_compiled_loose codec profile
+# steps: tests song song_sdpa tts train train_nchw train_ops train_compiled train_compiled_loose codec codec_tm profile
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
 # that order (about 15 minutes with the compiles: split them over two calls).
@@ -17,7 +17,7 @@ mkdir -p "$out"
 . "$(dirname "$0")/setup.sh"
 export PYTHONWARNINGS=ignore
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(tests song song_sdpa tts train train_nchw train_ops train_compiled train_compiled_loose codec profile)
+[ ${#steps[@]} -eq 0 ] && steps=(tests song song_sdpa tts train train_nchw train_ops train_compiled train_compiled_loose codec codec_tm profile)
 repo=.peers/WavTokenizer
 peer=()
 [ -d "$repo" ] && peer=(--wavtokenizer-repo "$repo")
@@ -58,8 +58,11 @@ for s in "${steps[@]}"; do
                                   --set 'trainer.compile=[codec.decoder,disc]' --inductor keep_output_stride=False ;;
         codec) step codec 540 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 64 --dtypes fp32 bf16 \
                    --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none "${peer[@]}" --compile --cuda-graphs ;;
+        codec_tm) step codec_tm 540 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 64 --dtypes bf16 \
+                      --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile --cuda-graphs \
+                      --cuda-time-major ;;
         profile) step profile 200 python3 benchmarks/profile_codec.py --batch 64 --dtype bf16 --compile --rows 40 ;;
-        *) echo "unknown step $s (tests song song_sdpa tts train train_nchw train_ops train_compiled train_compiled_loose codec profile)"
+        *) echo "unknown step $s (tests song song_sdpa tts train train_nchw train_ops train_compiled train_compiled_loose codec codec_tm profile)"
            exit 2 ;;
     esac
 done
