@@ -228,12 +228,17 @@ def main(argv=None):
     p.add_argument("--profile", type=int, default=0, metavar="ROWS",
                    help="CUDA: after timing, profile two more steps of each trainer and print its top ROWS kernels")
     p.add_argument("--profile-ops", action="store_true", help="with --profile: also the top aten operators")
+    p.add_argument("--fused-bias-act", action="store_true",
+                   help="our discriminators' bias + LeakyReLU as one compiled kernel (Conv2dLeakyReLU.fused_cuda)")
     p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                    help="set a torch._inductor.config value for trainer.compile (repeatable), e.g. "
                         "keep_output_stride=False")
     args = p.parse_args(argv)
     from decoding_args import print_profile, set_inductor_config
     set_inductor_config(args.inductor)
+    if args.fused_bias_act:
+        from audiocodec.discriminators.common import Conv2dLeakyReLU
+        Conv2dLeakyReLU.fused_cuda = True
     torch.manual_seed(0)
     if args.device == "cuda":
         torch.backends.cudnn.benchmark = True

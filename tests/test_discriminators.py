@@ -236,3 +236,39 @@ def test_wavtokenizer_discriminator_keys_round_trip():
     # without conditioning tables the embeddings are dropped
     plain = [{k: v for k, v in c.items() if k != "num_embeddings"} for c in cfg]
     load_official_discriminators(MultiDiscriminator(plain), official)
+
+
+def test_conv_leaky_relu_and_its_fused_bias_activation():
+    """Conv2dLeakyReLU = nn.Conv2d then F.leaky_relu (same parameters); the compiled bias + LeakyReLU of its fused
+    CUDA path gives the eager values and gradients (input and bias) for NHWC bf16 and NCHW fp32 inputs (compiled
+    here on the CPU; the switch itself acts on CUDA tensors only)."""
+    from audiocodec.discriminators.common import Conv2dLeakyReLU, bias_leaky_relu, compiled_bias_leaky_relu
+    torch.manual_seed(0)
+    conv = Conv2dLeakyReLU(3, 8, (5, 1), (3, 1), padding=(2, 0), negative_slope=0.2)
+    plain = torch.nn.Conv2d(3, 8, (5, 1), (3, 1), padding=(2, 0))
+    plain.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 3, 40, 3)
+    torch.testing.assert_close(conv(x), torch.nn.functional.leaky_relu(plain(x), 0.2))
+    fused = compiled_bias_leaky_relu()
+    for dtype, layout in ((torch.bfloat16, torch.channels_last), (torch.float32, torch.contiguous_format)):
+        y = torch.randn(4, 8, 30, 5).to(dtype).contiguous(memory_format=layout).requires_grad_()
+        bias = torch.randn(8, requires_grad=True)
+        grad = torch.randn(4, 8, 30, 5).to(dtype)
+        outs = []
+        for fn in (bias_leaky_relu, fused):
+            out = fn(y, bias, 0.2)
+            gy, gb = torch.autograd.grad(out, (y, bias), grad)
+            outs.append((out, gy, gb))
+        (out, gy, gb), (f_out, f_gy, f_gb) = outs
+        assert f_out.dtype == dtype and f_gy.dtype == dtype and f_gb.dtype == torch.float32
+        if dtype == torch.float32:
+            torch.testing.assert_close(f_out, out)
+            torch.testing.assert_close(f_gy, gy)
+            torch.testing.assert_close(f_gb, gb)
+            continue
+        # bf16: the fused kernel adds in fp32, eager rounds y + bias to bf16 first: the activation's side may
+        # differ where y + bias is within rounding of 0
+        clear = (y.detach().float() + bias.detach()[:, None, None]).abs() > 0.05
+        torch.testing.assert_close(f_out.float(), out.float(), rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(f_gy.float()[clear], gy.float()[clear], rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(f_gb, gb, rtol=5e-2, atol=0.5)

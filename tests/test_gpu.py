@@ -96,6 +96,40 @@ def test_nonfinite_gradient_step_is_skipped_on_the_device(tmp_path):
 
 
 @cuda
+def test_fused_bias_leaky_relu_discriminators_match_the_plain_path(monkeypatch):
+    """Conv2dLeakyReLU.fused_cuda (bias-free cuDNN conv, then one compiled bias + LeakyReLU kernel) on the
+    WavTokenizer discriminators in NHWC under bf16 autocast: the logits, feature maps and parameter gradients
+    of the plain path (bf16 tolerance), and the fused kernel really ran."""
+    from audiocodec.discriminators import MultiDiscriminator
+    from audiocodec.discriminators.common import Conv2dLeakyReLU, compiled_bias_leaky_relu
+    from audiocodec.train.trainer import _input_channels_last
+    torch.manual_seed(0)
+    disc = MultiDiscriminator([{"type": "mpd", "periods": [2, 3], "channels": [32, 64, 128, 128, 128]},
+                               {"type": "mrd"}, {"type": "dac", "periods": [5], "window": "rect"}]).cuda()
+    for m in disc.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_pre_hook(_input_channels_last)
+    wav = (0.3 * torch.randn(4, 1, 24000)).cuda()
+    runs = []
+    for fused in (False, True):
+        monkeypatch.setattr(Conv2dLeakyReLU, "fused_cuda", fused)
+        disc.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits, fmaps = disc(wav)
+            loss = sum(lg.float().mean() for lg in logits) + sum(f.float().abs().mean() for fm in fmaps for f in fm)
+        loss.backward()
+        runs.append(([lg.float() for lg in logits], [f.float() for fm in fmaps for f in fm],
+                     {n: p.grad.clone() for n, p in disc.named_parameters()}))
+    assert compiled_bias_leaky_relu.cache_info().hits + compiled_bias_leaky_relu.cache_info().misses > 0
+    (logits, maps, grads), (f_logits, f_maps, f_grads) = runs
+    for a, b in zip(logits + maps, f_logits + f_maps):
+        assert (a - b).abs().mean() <= 2e-2 * a.abs().mean() + 1e-4
+    for n in grads:
+        a, b = grads[n], f_grads[n]
+        assert (a - b).norm() <= 5e-2 * a.norm() + 1e-6, n
+
+
+@cuda
 @pytest.mark.parametrize("streams,cross", [(1, False), (3, True)])
 def test_graphed_lm_decoding_matches_eager(streams, cross):
     from audiocodec.lm import TransformerLM, generate, left_padding_mask

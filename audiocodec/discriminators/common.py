@@ -5,9 +5,11 @@ one list of feature maps per sub-discriminator (the shape of :mod:`audiocraft`'s
 """
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations
 
@@ -93,12 +95,52 @@ def condition(emb: Optional[nn.Embedding], hidden: torch.Tensor,
     return (e * hidden).sum(dim=1, keepdim=True)
 
 
+def bias_leaky_relu(y: torch.Tensor, bias: torch.Tensor, negative_slope: float) -> torch.Tensor:
+    """``leaky_relu(y + bias)`` for ``y [B, C, ...]`` and ``bias [C]`` (cast to ``y``'s dtype)."""
+    return F.leaky_relu(y + bias.to(y.dtype).view(-1, *([1] * (y.dim() - 2))), negative_slope)
+
+
+@functools.cache
+def compiled_bias_leaky_relu():
+    """:func:`bias_leaky_relu` through ``torch.compile`` (dynamic shapes: one kernel for every size of a layout
+    and dtype): one fused pass forward, one fused pass (with the bias gradient's reduction) backward."""
+    return torch.compile(bias_leaky_relu, dynamic=True)
+
+
+class Conv2dLeakyReLU(nn.Conv2d):
+    """``leaky_relu(conv2d(x), negative_slope)``: an ``nn.Conv2d`` (same parameters, names and
+    normalisations) that applies its LeakyReLU itself. ``[B, C_in, H, W] -> [B, C_out, H', W']``.
+
+    :attr:`fused_cuda` (class switch, off by default until measured): on CUDA, the bias add and the
+    activation run as one fused kernel (:func:`compiled_bias_leaky_relu`) after a bias-free cuDNN conv,
+    instead of PyTorch's in-place broadcast bias add over the conv output (a non-vectorised pass) and a
+    separate activation pass. Elsewhere, and with the switch off, the plain conv and ``F.leaky_relu``.
+    """
+
+    fused_cuda: bool = False
+
+    def __init__(self, *args, negative_slope: float = 0.1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused_cuda and x.is_cuda and self.bias is not None:
+            return compiled_bias_leaky_relu()(self._conv_forward(x, self.weight, None), self.bias,
+                                              self.negative_slope)
+        return F.leaky_relu(self._conv_forward(x, self.weight, self.bias), self.negative_slope)
+
+
 def conv2d_same(in_ch: int, out_ch: int, kernel: Sequence[int], stride: Sequence[int] = (1, 1),
-                dilation: Sequence[int] = (1, 1), norm: str = "weight_norm") -> nn.Module:
-    """Conv2d with ``((k - 1) * d) // 2`` padding per axis, normalised by ``norm``."""
+                dilation: Sequence[int] = (1, 1), norm: str = "weight_norm",
+                leaky_relu: Optional[float] = None) -> nn.Module:
+    """Conv2d with ``((k - 1) * d) // 2`` padding per axis, normalised by ``norm``; with ``leaky_relu`` (a
+    slope) a :class:`Conv2dLeakyReLU`."""
     kernel, stride, dilation = tuple(kernel), tuple(stride), tuple(dilation)
     padding = tuple(((k - 1) * d) // 2 for k, d in zip(kernel, dilation))
-    return normed(nn.Conv2d(in_ch, out_ch, kernel, stride, padding=padding, dilation=dilation), norm)
+    if leaky_relu is None:
+        return normed(nn.Conv2d(in_ch, out_ch, kernel, stride, padding=padding, dilation=dilation), norm)
+    return normed(Conv2dLeakyReLU(in_ch, out_ch, kernel, stride, padding=padding, dilation=dilation,
+                                  negative_slope=leaky_relu), norm)
 
 
 def collect(subs, wav: torch.Tensor, **kwargs) -> DiscriminatorOutput:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import DiscriminatorOutput, check_input, collect, condition, make_embedding, normed
+from .common import Conv2dLeakyReLU, DiscriminatorOutput, check_input, collect, condition, make_embedding, normed
 
 
 class PeriodDiscriminator(nn.Module):
@@ -46,8 +46,8 @@ class PeriodDiscriminator(nn.Module):
         convs, c_in = [], 1
         for j, c_out in enumerate(channels):
             s = stride if j < len(channels) - 1 else 1
-            convs.append(normed(nn.Conv2d(c_in, c_out, (kernel_size, 1), (s, 1), padding=(kernel_size // 2, 0)),
-                                norm))
+            convs.append(normed(Conv2dLeakyReLU(c_in, c_out, (kernel_size, 1), (s, 1), padding=(kernel_size // 2, 0),
+                                                negative_slope=lrelu_slope), norm))
             c_in = c_out
         self.convs = nn.ModuleList(convs)
         self.conv_post = normed(nn.Conv2d(c_in, 1, (3, 1), 1, padding=(1, 0)), norm)
@@ -63,7 +63,7 @@ class PeriodDiscriminator(nn.Module):
         x = x.view(b, c, t // self.period, self.period)
         fmap = []
         for j, conv in enumerate(self.convs):
-            x = F.leaky_relu(conv(x), self.lrelu_slope)
+            x = conv(x)                          # conv + LeakyReLU
             if j > 0 or self.fmap_first:
                 fmap.append(x)
         logits = self.conv_post(x)

@@ -14,10 +14,9 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .common import DiscriminatorOutput, collect, condition, make_embedding, normed, stft_fp32
+from .common import Conv2dLeakyReLU, DiscriminatorOutput, collect, condition, make_embedding, normed, stft_fp32
 
 _LAYERS = (((7, 5), (2, 2)), ((5, 3), (2, 1)), ((5, 3), (2, 2)), ((3, 3), (2, 1)), ((3, 3), (2, 2)))
 
@@ -39,7 +38,8 @@ class ResolutionDiscriminator(nn.Module):
         self.window, self.lrelu_slope = window, lrelu_slope
         convs, c_in = [], 1
         for kernel, stride in _LAYERS:
-            convs.append(normed(nn.Conv2d(c_in, channels, kernel, stride, padding=(kernel[0] // 2, kernel[1] // 2)),
+            convs.append(normed(Conv2dLeakyReLU(c_in, channels, kernel, stride,
+                                                padding=(kernel[0] // 2, kernel[1] // 2), negative_slope=lrelu_slope),
                                 norm))
             c_in = channels
         self.convs = nn.ModuleList(convs)
@@ -55,7 +55,7 @@ class ResolutionDiscriminator(nn.Module):
         x = self.spectrogram(wav).to(wav.dtype)
         fmap = []
         for conv in self.convs:
-            x = F.leaky_relu(conv(x), self.lrelu_slope)
+            x = conv(x)                          # conv + LeakyReLU
             fmap.append(x)
         logits = self.conv_post(x)
         h = condition(self.emb, x, cond_id)

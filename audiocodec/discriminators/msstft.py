@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .common import DiscriminatorOutput, check_input, collect, conv2d_same, stft_fp32
@@ -45,14 +44,15 @@ class STFTDiscriminator(nn.Module):
         self.n_fft, self.hop_length, self.win_length = n_fft, hop_length, win_length
         self.normalized, self.lrelu_slope = normalized, lrelu_slope
         k = tuple(kernel_size)
-        convs = [conv2d_same(2, filters, k, norm="none")]
+        slope = lrelu_slope
+        convs = [conv2d_same(2, filters, k, norm="none", leaky_relu=slope)]
         c_in = min(filters_scale * filters, max_filters)
         for i, d in enumerate(dilations):
             c_out = min(filters_scale ** (i + 1) * filters, max_filters)
-            convs.append(conv2d_same(c_in, c_out, k, stride, dilation=(d, 1), norm=norm))
+            convs.append(conv2d_same(c_in, c_out, k, stride, dilation=(d, 1), norm=norm, leaky_relu=slope))
             c_in = c_out
         c_out = min(filters_scale ** (len(dilations) + 1) * filters, max_filters)
-        convs.append(conv2d_same(c_in, c_out, (k[0], k[0]), norm=norm))
+        convs.append(conv2d_same(c_in, c_out, (k[0], k[0]), norm=norm, leaky_relu=slope))
         self.convs = nn.ModuleList(convs)
         self.conv_post = conv2d_same(c_out, 1, (k[0], k[0]), norm=norm)
 
@@ -66,7 +66,7 @@ class STFTDiscriminator(nn.Module):
         z = self.spectrogram(wav).to(wav.dtype)
         fmap = []
         for conv in self.convs:
-            z = F.leaky_relu(conv(z), self.lrelu_slope)
+            z = conv(z)                          # conv + LeakyReLU
             fmap.append(z)
         return self.conv_post(z), fmap
 

@@ -51,8 +51,9 @@ class BandDiscriminator(nn.Module):
         n_bins = self.window_length // 2 + 1
         self.bands = [(int(lo * n_bins), int(hi * n_bins)) for lo, hi in bands]
 
-        def layer(c_in, kernel, stride):
-            return nn.Sequential(conv2d_same(c_in, channels, kernel, stride, norm=norm), nn.LeakyReLU(lrelu_slope))
+        def layer(c_in, kernel, stride):   # DAC's Sequential(conv, LeakyReLU); the conv applies the activation
+            return nn.Sequential(conv2d_same(c_in, channels, kernel, stride, norm=norm, leaky_relu=lrelu_slope),
+                                 nn.Identity())
 
         self.band_convs = nn.ModuleList([
             nn.ModuleList([layer(2, (3, 9), (1, 1)), layer(channels, (3, 9), (1, 2)), layer(channels, (3, 9), (1, 2)),

@@ -6,7 +6,7 @@
 #
 #   benchmarks/device/speed_suite.sh OUT [STEP ...]
 #
-# steps: tests song song_sdpa tts train train_nchw train_ops train_compiled train_compiled_loose codec codec_tm profile
+# steps: tests song song_sdpa tts train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm profile
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
 # that order (about 15 minutes with the compiles: split them over two calls).
@@ -17,7 +17,7 @@ mkdir -p "$out"
 . "$(dirname "$0")/setup.sh"
 export PYTHONWARNINGS=ignore
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(tests song song_sdpa tts train train_nchw train_ops train_compiled train_compiled_loose codec codec_tm profile)
+[ ${#steps[@]} -eq 0 ] && steps=(tests song song_sdpa tts train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm profile)
 repo=.peers/WavTokenizer
 peer=()
 [ -d "$repo" ] && peer=(--wavtokenizer-repo "$repo")
@@ -51,6 +51,8 @@ for s in "${steps[@]}"; do
                         --steps 12 --warmup 4 --set 'trainer.channels_last=[]' ;;
         train_ops) step train_ops 200 python3 benchmarks/train_speed.py --device cuda --only ours --dtypes bf16 \
                        --steps 12 --warmup 4 --profile 40 --profile-ops ;;
+        train_fused) step train_fused 300 python3 benchmarks/train_speed.py --device cuda --only ours --dtypes bf16 \
+                         --steps 12 --warmup 6 --profile 30 --fused-bias-act ;;
         train_compiled) step train_compiled 420 python3 benchmarks/train_speed.py --device cuda --only ours \
                             --dtypes bf16 --steps 12 --warmup 6 --profile 30 --set 'trainer.compile=[codec.decoder,disc]' ;;
         train_compiled_loose) step train_compiled_loose 420 python3 benchmarks/train_speed.py --device cuda \
@@ -62,7 +64,7 @@ for s in "${steps[@]}"; do
                       --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile --cuda-graphs \
                       --cuda-time-major ;;
         profile) step profile 200 python3 benchmarks/profile_codec.py --batch 64 --dtype bf16 --compile --rows 40 ;;
-        *) echo "unknown step $s (tests song song_sdpa tts train train_nchw train_ops train_compiled train_compiled_loose codec codec_tm profile)"
+        *) echo "unknown step $s (tests song song_sdpa tts train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm profile)"
            exit 2 ;;
     esac
 done
