@@ -125,8 +125,9 @@ class Conv2dLeakyReLU(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused_cuda and x.is_cuda and self.bias is not None:
-            return compiled_bias_leaky_relu()(self._conv_forward(x, self.weight, None), self.bias,
-                                              self.negative_slope)
+            # inside a compiled module (trainer.compile) its own graph fuses the plain function
+            fuse = bias_leaky_relu if torch.compiler.is_compiling() else compiled_bias_leaky_relu()
+            return fuse(self._conv_forward(x, self.weight, None), self.bias, self.negative_slope)
         return F.leaky_relu(self._conv_forward(x, self.weight, self.bias), self.negative_slope)
 
 
