@@ -226,7 +226,9 @@ class SongGenerator:
             ended = (generated == eos).any(1)                                       # [B, N]
             if state.fixed:                                  # columns not generated yet: stop the count there
                 ended = ended | ~state.valid_columns()
-            before = (~ended).long().cumprod(-1).sum(-1)                            # columns before the first EOS
+            # columns before the first EOS (all of them without one): reductions, no scan over the history
+            before = (torch.where(ended.any(-1), ended.int().argmax(-1), ended.shape[-1]) if ended.shape[-1]
+                      else ended.new_zeros(ended.shape[:-1], dtype=torch.long))
             now = (tokens.index_select(1, zero) == eos).any(-1) | (column >= limit)
             end = torch.where(before < state.step, start + before, torch.where(now, column, never))
             cell = known.index_select(2, column.view(1)).squeeze(2).index_select(0, state.rows)   # [B, R]
