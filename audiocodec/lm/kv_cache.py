@@ -117,7 +117,7 @@ class KVCache:
                              f"got {valid.dtype} {tuple(valid.shape)}")
         num_tokens = valid.shape[1]
         start = self._reserve(num_tokens)
-        counts = valid.long().cumsum(-1)
+        counts = valid.long().cumsum(-1) if num_tokens > 1 else valid.long()   # a decoding step: no scan kernel
         positions = torch.where(valid, self.next_position[:, None] + counts - 1, -1)
         if self.static_shapes:   # device-side slot: no Python number reaches the kernels (CUDA graphs)
             slots = self.slot + torch.arange(num_tokens, device=self.key_valid.device)
