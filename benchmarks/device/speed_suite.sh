@@ -6,7 +6,8 @@
 #
 #   benchmarks/device/speed_suite.sh OUT [STEP ...]
 #
-# steps: tests song song_sdpa tts train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm profile
+# steps: tests song song_sdpa tts train train_nchw train_ops train_fused train_compiled train_compiled_loose codec
+#        codec_tm profile
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
 # that order (about 15 minutes with the compiles: split them over two calls).
