@@ -7,7 +7,9 @@ trained model with ``--model``) and the embedded default codec.
     python benchmarks/tts_speed.py --device cpu --batch-sizes 1 --tokens 100
 
 Random weights would stop at random EOS tokens: EOS is forbidden until ``--tokens`` tokens, so every row
-generates exactly that many. Prints a table; ``--json`` writes it.
+generates exactly that many. The peer (``--peers hf``, default): Hugging Face ``generate`` with a static KV
+cache on a ``LlamaForCausalLM`` of the same shape, same batch sizes and token counts, in the same process (row
+``hf-static``). Prints a table; ``--json`` writes it.
 
 Modes: ``eager``; ``graphs`` (rows ``graphs/S``): :class:`~audiocodec.tts.TTS` as it runs on CUDA, the
 whole decoding step -- sampling, forced cells, bookkeeping, model -- replayed from CUDA graphs, ``S`` steps per
@@ -50,6 +52,43 @@ def random_model(codec, text_config: dict, lm_config: dict) -> TTSModel:
                     info)
 
 
+def hf_peer_rows(lm, batch_sizes: list, prompt_len: int, tokens: int, device, dtype, repeats: int) -> list[dict]:
+    """The peer: Hugging Face ``generate`` with a static KV cache (its fast path; on CUDA it compiles the decoding
+    step itself) on a ``LlamaForCausalLM`` of the TTS LM's shape (width, layers, heads, SwiGLU width, vocabulary,
+    RoPE; random weights), sampling top-k 25 / top-p 0.8, ``tokens`` new tokens per row after a random prompt of
+    ``prompt_len`` tokens, timed as our rows are (whole calls, best of ``repeats`` after a warm-up)."""
+    import transformers
+    ffn = lm.layers[0].mlp.down_proj.in_features
+    cfg = transformers.LlamaConfig(
+        vocab_size=lm.vocab_size, hidden_size=lm.dim, intermediate_size=ffn, num_hidden_layers=lm.num_layers,
+        num_attention_heads=lm.num_heads, num_key_value_heads=lm.num_kv_heads,
+        max_position_embeddings=prompt_len + tokens + 8, tie_word_embeddings=False, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": float(lm.rotary.theta)})
+    model = transformers.LlamaForCausalLM(cfg).to(device=device, dtype=dtype).eval()
+    print(f"peer hf-static: LlamaForCausalLM {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
+          f"(our LM {sum(p.numel() for p in lm.parameters()) / 1e6:.1f}M), transformers {transformers.__version__}")
+    gen = transformers.GenerationConfig(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=True, top_k=25,
+                                        top_p=0.8, cache_implementation="static", pad_token_id=0,
+                                        eos_token_id=lm.vocab_size - 1)
+    rows = []
+    for batch in batch_sizes:
+        ids = torch.randint(1, lm.vocab_size - 1, (batch, prompt_len), device=device)
+        with torch.no_grad():
+            model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gen)   # warm-up (compiles)
+            times = []
+            for _ in range(repeats):
+                sync(device)
+                t0 = time.perf_counter()
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gen)
+                sync(device)
+                times.append(time.perf_counter() - t0)
+        n = (out.shape[1] - prompt_len) * batch
+        best = min(times)
+        rows.append({"mode": "hf-static", "batch": batch, "tokens_per_row": n // batch, "seconds": best,
+                     "tokens_per_s": n / best})
+    return rows
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -60,6 +99,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="a trained TTS (default: random weights, recipes/tts/mini.yaml)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     p.add_argument("--tokens", type=int, default=500, help="speech tokens generated per row")
+    p.add_argument("--peers", nargs="*", default=["hf"], choices=["hf"],
+                   help="hf: Hugging Face generate (static cache) on a LlamaForCausalLM of the same shape, in the "
+                        "same process (needs transformers; none: leave out)")
     add_decoding_args(p)
     args = p.parse_args(argv)
     device, dtype = apply_decoding_args(args)
@@ -108,6 +150,14 @@ def main(argv=None) -> int:
             firsts.append(t["first_chunk_s"])
             chunks.close()
         first_chunk[mode] = min(firsts) * 1000
+    if "hf" in args.peers:
+        try:
+            peer = hf_peer_rows(model.lm, args.batch_sizes, len(tts.frontend.encode(text)) + 2, args.tokens,
+                                device, dtype, args.repeats)
+        except ImportError as e:
+            print(f"hf peer left out: {e}")
+        else:
+            rows += [{**r, "realtime": r["tokens_per_s"] / codec.frame_rate} for r in peer]
     print(f"{'mode':>10} {'batch':>6} {'tokens/row':>11} {'seconds':>9} {'tokens/s':>10} {'x realtime':>11}")
     for r in rows:
         print(f"{r['mode']:>10} {r['batch']:>6} {r['tokens_per_row']:>11} {r['seconds']:>9.3f} "

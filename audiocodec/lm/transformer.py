@@ -61,6 +61,7 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         if head_dim % 2:
             raise ConfigError(f"rotary embeddings need an even head dim, got {head_dim}")
+        self.theta = float(theta)
         inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 

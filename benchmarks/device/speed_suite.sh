@@ -44,7 +44,7 @@ for s in "${steps[@]}"; do
                        step "song_$b" 200 python3 benchmarks/song_speed.py --device cuda --model random \
                            --batch-sizes 1 --modes compiled --steps-per-graph 8 --repeats 2 --sdpa "$b"
                    done ;;
-        tts) step tts 240 python3 benchmarks/tts_speed.py --device cuda --batch-sizes 1 64 --modes compiled \
+        tts) step tts 360 python3 benchmarks/tts_speed.py --device cuda --batch-sizes 1 64 --modes compiled \
                  --steps-per-graph 8 ;;
         train) step train 300 python3 benchmarks/train_speed.py --device cuda --dtypes bf16 --steps 12 \
                    --warmup 4 --profile 30 "${peer[@]}" ;;
