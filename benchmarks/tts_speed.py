@@ -5,6 +5,7 @@ trained model with ``--model``) and the embedded default codec.
 
     python benchmarks/tts_speed.py --device cuda --batch-sizes 1 64 --tokens 500    # eager and CUDA graphs
     python benchmarks/tts_speed.py --device cpu --batch-sizes 1 --tokens 100
+    python benchmarks/tts_speed.py --device cuda --modes compiled --lm dim=1024 --lm num_layers=12 --lm num_heads=16
 
 Random weights would stop at random EOS tokens: EOS is forbidden until ``--tokens`` tokens, so every row
 generates exactly that many. The peer (``--peers hf``, default): Hugging Face ``generate`` with a static KV
@@ -22,6 +23,7 @@ replayed from a graph).
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import json
 import sys
@@ -99,6 +101,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="a trained TTS (default: random weights, recipes/tts/mini.yaml)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 64])
     p.add_argument("--tokens", type=int, default=500, help="speech tokens generated per row")
+    p.add_argument("--lm", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the random model's LM config (repeatable), e.g. a VALL-E-sized decoder: "
+                        "--lm dim=1024 --lm num_layers=12 --lm num_heads=16")
     p.add_argument("--peers", nargs="*", default=["hf"], choices=["hf"],
                    help="hf: Hugging Face generate (static cache) on a LlamaForCausalLM of the same shape, in the "
                         "same process (needs transformers; none: leave out)")
@@ -110,7 +115,11 @@ def main(argv=None) -> int:
         model = load_tts(args.model, device)
     else:
         recipe = load_yaml(ROOT / "recipes" / "tts" / "mini.yaml")["task"]
-        model = random_model(codec, recipe["text"], recipe["model"]).to(device)
+        lm_config = dict(recipe["model"])
+        for item in args.lm:
+            key, _, value = item.partition("=")
+            lm_config[key] = ast.literal_eval(value)
+        model = random_model(codec, recipe["text"], lm_config).to(device)
     model = model.to(dtype).eval()
     text = "the quick brown fox jumps over the lazy dog"
     rows, first_chunk = [], {}

@@ -6,8 +6,8 @@
 #
 #   benchmarks/device/speed_suite.sh OUT [STEP ...]
 #
-# steps: tests song song_sdpa tts train train_nchw train_ops train_fused train_compiled train_compiled_loose codec
-#        codec_tm profile
+# steps: tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
+#        train_compiled_loose codec codec_tm profile
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
 # that order (about 15 minutes with the compiles: split them over two calls).
@@ -18,7 +18,7 @@ mkdir -p "$out"
 . "$(dirname "$0")/setup.sh"
 export PYTHONWARNINGS=ignore
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(tests song song_sdpa tts train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm profile)
+[ ${#steps[@]} -eq 0 ] && steps=(tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm profile)
 repo=.peers/WavTokenizer
 peer=()
 [ -d "$repo" ] && peer=(--wavtokenizer-repo "$repo")
@@ -46,6 +46,8 @@ for s in "${steps[@]}"; do
                    done ;;
         tts) step tts 360 python3 benchmarks/tts_speed.py --device cuda --batch-sizes 1 64 --modes compiled \
                  --steps-per-graph 8 ;;
+        tts_valle) step tts_valle 360 python3 benchmarks/tts_speed.py --device cuda --batch-sizes 1 64 \
+                       --modes compiled --steps-per-graph 8 --lm dim=1024 --lm num_layers=12 --lm num_heads=16 ;;
         train) step train 300 python3 benchmarks/train_speed.py --device cuda --dtypes bf16 --steps 12 \
                    --warmup 4 --profile 30 "${peer[@]}" ;;
         train_nchw) step train_nchw 200 python3 benchmarks/train_speed.py --device cuda --only ours --dtypes bf16 \
@@ -65,7 +67,7 @@ for s in "${steps[@]}"; do
                       --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile --cuda-graphs \
                       --cuda-time-major ;;
         profile) step profile 200 python3 benchmarks/profile_codec.py --batch 64 --dtype bf16 --compile --rows 40 ;;
-        *) echo "unknown step $s (tests song song_sdpa tts train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm profile)"
+        *) echo "unknown step $s (tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm profile)"
            exit 2 ;;
     esac
 done
