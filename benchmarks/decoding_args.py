@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import ast
 import functools
+import time
 from typing import Callable, Optional
 
 import torch
@@ -48,14 +49,47 @@ def apply_decoding_args(args: argparse.Namespace) -> tuple[torch.device, torch.d
     return torch.device(args.device), getattr(torch, args.dtype)
 
 
-def set_inductor_config(items: list[str]) -> None:
-    """Apply ``--inductor KEY=VALUE`` items to ``torch._inductor.config`` (values as Python literals)."""
+def key_values(items: list[str], option: str) -> dict:
+    """``KEY=VALUE`` command-line items -> ``{key: value}`` (values as Python literals); a malformed item is a
+    clear error naming ``option``."""
+    out = {}
     for item in items:
-        import torch._inductor.config as inductor_config
-        key, _, value = item.partition("=")
+        key, sep, value = item.partition("=")
+        try:
+            if not (sep and key):
+                raise ValueError("expected KEY=VALUE")
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError) as e:
+            raise SystemExit(f"{option} {item}: {e} (values are Python literals, e.g. 1024, True, 'text')") from None
+    return out
+
+
+def set_inductor_config(items: list[str]) -> None:
+    """Apply ``--inductor KEY=VALUE`` items to ``torch._inductor.config``."""
+    import torch._inductor.config as inductor_config
+    for key, value in key_values(items, "--inductor").items():
         if not hasattr(inductor_config, key):
-            raise SystemExit(f"--inductor {item}: torch._inductor.config has no {key!r}")
-        setattr(inductor_config, key, ast.literal_eval(value))
+            raise SystemExit(f"--inductor {key}=...: torch._inductor.config has no {key!r}")
+        setattr(inductor_config, key, value)
+
+
+def sync(device) -> None:
+    """Wait for ``device`` (a CUDA device's queued work; nothing elsewhere)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_of(fn: Callable, device, repeats: int):
+    """``(result of the last call, seconds of the fastest call)`` over ``repeats`` calls of ``fn()``, each timed
+    from a synchronised device to a synchronised device (warm up before)."""
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return out, min(times)
 
 
 def decoding_runs(args: argparse.Namespace, on_cuda: bool) -> list[tuple[str, Optional[int]]]:

@@ -26,7 +26,6 @@ import argparse
 import importlib
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -35,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from audiocodec.config import load_yaml  # noqa: E402
-from decoding_args import (add_decoding_args, apply_decoding_args, decoding_runs, mode_generate,  # noqa: E402
-                           print_profile)
+from decoding_args import (add_decoding_args, apply_decoding_args, best_of, decoding_runs,  # noqa: E402
+                           mode_generate, print_profile)
 from audiocodec.codecs.embedded import embedded_song_path  # noqa: E402
 from audiocodec.song import SongGenerator, SongModel, SongOptions, fit_text_config, load_song  # noqa: E402
 
@@ -59,11 +58,6 @@ def random_model(args) -> SongModel:
              "cardinality": args.cardinality, "frame_rate": args.frame_rate, "sample_rate": 24000}
     return SongModel(mode, codec, task["model"], conditioners, task.get("loss"),
                      window_frames=int(task.get("max_frames", 750)))
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main(argv=None) -> int:
@@ -109,16 +103,10 @@ def main(argv=None) -> int:
             opts = dict(cfg_scale=args.cfg_scale, top_k=args.top_k, seed=0, stop_at_eos=False)
             gen.generate_tokens([LYRICS] * batch, [DESCRIPTION] * batch,
                                 options=SongOptions(duration=min(args.seconds, 0.5), **opts))   # warm-up
-            times = []
-            for _ in range(args.repeats):
-                sync(device)
-                t0 = time.perf_counter()
-                out = gen.generate_tokens([LYRICS] * batch, [DESCRIPTION] * batch,
-                                          options=SongOptions(duration=args.seconds, **opts))
-                sync(device)
-                times.append(time.perf_counter() - t0)
+            out, best = best_of(lambda: gen.generate_tokens([LYRICS] * batch, [DESCRIPTION] * batch,
+                                                            options=SongOptions(duration=args.seconds, **opts)),
+                                device, args.repeats)
             frames = sum(int(next(iter(t.values())).shape[-1]) for t in out)
-            best = min(times)
             audio = frames / model.frame_rate
             r = {"mode": mode, "batch": batch, "frames_per_row": frames // batch, "seconds": best,
                  "steps_per_s": frames * layout.frame_columns / batch / best, "realtime": audio / best}

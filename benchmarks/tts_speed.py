@@ -23,11 +23,9 @@ replayed from a graph).
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -37,8 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 import audiocodec  # noqa: E402
 from audiocodec.config import load_yaml  # noqa: E402
-from decoding_args import (add_decoding_args, apply_decoding_args, decoding_runs, mode_generate,  # noqa: E402
-                           print_profile)
+from decoding_args import (add_decoding_args, apply_decoding_args, best_of, decoding_runs, key_values,  # noqa: E402
+                           mode_generate, print_profile)
 from audiocodec.text.tokenizers import build_tokenizer  # noqa: E402
 from audiocodec.tts import TTS, SynthesisOptions, TTSModel, load_tts  # noqa: E402
 
@@ -76,24 +74,14 @@ def hf_peer_rows(lm, batch_sizes: list, prompt_len: int, tokens: int, device, dt
     for batch in batch_sizes:
         ids = torch.randint(1, lm.vocab_size - 1, (batch, prompt_len), device=device)
         with torch.no_grad():
-            model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gen)   # warm-up (compiles)
-            times = []
-            for _ in range(repeats):
-                sync(device)
-                t0 = time.perf_counter()
-                out = model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gen)
-                sync(device)
-                times.append(time.perf_counter() - t0)
+            def call():
+                return model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gen)
+            call()   # warm-up (compiles)
+            out, best = best_of(call, device, repeats)
         n = (out.shape[1] - prompt_len) * batch
-        best = min(times)
         rows.append({"mode": "hf-static", "batch": batch, "tokens_per_row": n // batch, "seconds": best,
                      "tokens_per_s": n / best})
     return rows
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main(argv=None) -> int:
@@ -115,10 +103,7 @@ def main(argv=None) -> int:
         model = load_tts(args.model, device)
     else:
         recipe = load_yaml(ROOT / "recipes" / "tts" / "mini.yaml")["task"]
-        lm_config = dict(recipe["model"])
-        for item in args.lm:
-            key, _, value = item.partition("=")
-            lm_config[key] = ast.literal_eval(value)
+        lm_config = {**recipe["model"], **key_values(args.lm, "--lm")}
         model = random_model(codec, recipe["text"], lm_config).to(device)
     model = model.to(dtype).eval()
     text = "the quick brown fox jumps over the lazy dog"
@@ -132,15 +117,9 @@ def main(argv=None) -> int:
         opts = dict(min_ratio=ratio, max_ratio=ratio, seed=0)
         for batch in args.batch_sizes:
             tts.generate_tokens([text] * batch, options=SynthesisOptions(**{**opts, "min_ratio": 1, "max_ratio": 2}))
-            times = []
-            for _ in range(args.repeats):
-                sync(device)
-                t0 = time.perf_counter()
-                out = tts.generate_tokens([text] * batch, options=SynthesisOptions(**opts))
-                sync(device)
-                times.append(time.perf_counter() - t0)
+            out, best = best_of(lambda: tts.generate_tokens([text] * batch, options=SynthesisOptions(**opts)),
+                                device, args.repeats)
             n = sum(int(t.shape[-1]) for t in out)
-            best = min(times)
             rows.append({"mode": mode, "batch": batch, "tokens_per_row": n // batch, "seconds": best,
                          "tokens_per_s": n / best, "realtime": n / best / codec.frame_rate})
             if args.profile and device.type == "cuda":
