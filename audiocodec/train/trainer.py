@@ -283,6 +283,15 @@ def _submodule_names(top: str, module: nn.Module) -> str:
     return ", ".join(f"{top}.{n}" for n, _ in module.named_children())
 
 
+def _config_names(key: str, names, what: str) -> list:
+    """The list of names of config entry ``trainer.<key>`` (a single name may be given as a string)."""
+    if isinstance(names, str):
+        return [names]
+    if not isinstance(names, (list, tuple)):
+        raise ConfigError(f"trainer.{key} must be a list of {what}, got {names!r}")
+    return list(names)
+
+
 def _input_channels_last(conv: nn.Module, args: tuple) -> tuple:
     """Forward pre-hook of ``trainer.channels_last``: a 4-D input in channels-last memory order. A one-channel
     input ``[B, 1, H, W]`` counts as channels-last already but convs read its strides as NCHW: it is copied
@@ -853,10 +862,7 @@ class Trainer:
         gradient (so no optimizer holds them); a frozen (sub)module also stays in eval mode while training,
         so its dropout, batch-norm statistics and EMA codebooks do not change either. Returns the frozen
         submodules (for :meth:`_frozen_to_eval`)."""
-        if isinstance(names, str):
-            names = [names]
-        if not isinstance(names, (list, tuple)):
-            raise ConfigError(f"trainer.freeze must be a list of module or parameter names, got {names!r}")
+        names = _config_names("freeze", names, "module or parameter names")
         frozen: list[nn.Module] = []
         for name in names:
             top, _, rest = str(name).partition(".")
@@ -891,12 +897,8 @@ class Trainer:
     def _named_submodules(self, key: str, names) -> dict[str, nn.Module]:
         """``{name: (sub)module}`` for the names of config list ``trainer.<key>`` (``"<module>[.<submodule>]"``
         each; a single name may be given as a string)."""
-        if isinstance(names, str):
-            names = [names]
-        if not isinstance(names, (list, tuple)):
-            raise ConfigError(f"trainer.{key} must be a list of module names, got {names!r}")
         out = {}
-        for name in names:
+        for name in _config_names(key, names, "module names"):
             root, target = self._find_module(f"trainer.{key}", name)
             if not isinstance(target, nn.Module):
                 top = str(name).partition(".")[0]
