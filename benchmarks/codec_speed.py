@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import audiocodec  # noqa: E402
+from decoding_args import SWITCHES, set_switches  # noqa: E402
 
 # GFLOP of the WavTokenizer-75 decoder per second of audio (issue #8), for the roofline fraction.
 WAVTOKENIZER_DECODER_GFLOP_PER_S = 9.6
@@ -224,12 +225,10 @@ def main(argv=None):
                    help="interleave the candidates over this many rounds of --repeats calls (CPU under load)")
     p.add_argument("--stat", default="median", choices=["median", "best"], help="time per call reported")
     p.add_argument("--json", default=None, help="also write the results here")
-    p.add_argument("--cuda-time-major", action="store_true",
-                   help="our convs on CUDA in time-major (channels-last) layout (PaddedConv1d.cuda_time_major)")
+    p.add_argument("--switch", action="append", default=[], metavar="NAME=VALUE",
+                   help=f"set a speed switch of our modules, e.g. compiled_taps=False ({', '.join(SWITCHES)})")
     args = p.parse_args(argv)
-    if args.cuda_time_major:
-        from audiocodec.nn.conv import PaddedConv1d
-        PaddedConv1d.cuda_time_major = True
+    set_switches(args.switch)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

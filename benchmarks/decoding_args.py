@@ -1,4 +1,5 @@
-"""Command-line options shared by the token-generation benchmarks (tts_speed.py, song_speed.py)."""
+"""Command-line options and helpers shared by the benchmarks: decoding options (tts_speed.py, song_speed.py),
+``KEY=VALUE`` parsing, inductor settings, speed switches, timing and profiles."""
 from __future__ import annotations
 
 import argparse
@@ -71,6 +72,24 @@ def set_inductor_config(items: list[str]) -> None:
         if not hasattr(inductor_config, key):
             raise SystemExit(f"--inductor {key}=...: torch._inductor.config has no {key!r}")
         setattr(inductor_config, key, value)
+
+
+#: the speed switches of our modules (class attributes) that ``--switch NAME=VALUE`` sets
+SWITCHES = {
+    "cuda_time_major": ("audiocodec.nn.conv", "PaddedConv1d"),         # eager CUDA inference, time-major convs
+    "compiled_channels_last": ("audiocodec.nn.conv", "PaddedConv1d"),  # compiled bf16 convs as channels-last conv2d
+    "compiled_taps": ("audiocodec.nn.vocos", "ConvNeXtBlock"),         # compiled depthwise conv as shifted taps
+}
+
+
+def set_switches(items: list[str]) -> None:
+    """Apply ``--switch NAME=VALUE`` items (:data:`SWITCHES`) for this process."""
+    import importlib
+    for name, value in key_values(items, "--switch").items():
+        if name not in SWITCHES:
+            raise SystemExit(f"--switch {name}=...: no such switch (known: {', '.join(SWITCHES)})")
+        module, cls = SWITCHES[name]
+        setattr(getattr(importlib.import_module(module), cls), name, bool(value))
 
 
 def sync(device) -> None:

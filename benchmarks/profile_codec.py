@@ -14,6 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import audiocodec  # noqa: E402
+from decoding_args import SWITCHES, set_switches  # noqa: E402
 
 
 def main(argv=None):
@@ -24,7 +25,10 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rows", type=int, default=25)
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder first")
+    p.add_argument("--switch", action="append", default=[], metavar="NAME=VALUE",
+                   help=f"set a speed switch of our modules ({', '.join(SWITCHES)})")
     args = p.parse_args(argv)
+    set_switches(args.switch)
     torch.backends.cudnn.benchmark = True
     codec = audiocodec.build_codec(args.model).prepare_for_inference().cuda()
     if args.compile:

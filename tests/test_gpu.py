@@ -64,6 +64,37 @@ def test_cuda_time_major_convs_match_the_default_path(monkeypatch, name, bf16):
 
 
 @cuda
+@pytest.mark.parametrize("bf16", [False, True])
+def test_compiled_codec_matches_eager(monkeypatch, bf16):
+    """Codec.compile() for CUDA inference with ConvNeXtBlock.compiled_taps (the depthwise convs as shifted taps, any
+    dtype) and PaddedConv1d.compiled_channels_last (bf16: the convs as channels-last conv2d): the eager codes and
+    audio up to float rounding, under CUDA graphs too."""
+    from audiocodec.nn import vocos
+    from audiocodec.nn.conv import PaddedConv1d
+    monkeypatch.setattr(vocos.ConvNeXtBlock, "compiled_taps", True)
+    monkeypatch.setattr(PaddedConv1d, "compiled_channels_last", True)
+    taken = []
+    taps, channels_last = vocos.depthwise_conv1d_taps, PaddedConv1d._forward_channels_last
+    monkeypatch.setattr(vocos, "depthwise_conv1d_taps", lambda *a: taken.append("taps") or taps(*a))
+    monkeypatch.setattr(PaddedConv1d, "_forward_channels_last",
+                        lambda self, x: taken.append("channels_last") or channels_last(self, x))
+    codec = _seeded("wavtokenizer-75")
+    wav = synth_audio(1.5, batch=3, seed=2).cuda()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        ref_codes = codec.encode(wav)
+        ref_audio = codec.decode(ref_codes).float()
+        codec.compile(dynamic=False)
+        for graphs in (False, True):
+            codec.use_cuda_graphs(graphs)
+            for _ in range(2):
+                codes = codec.encode(wav).tokens
+                audio = codec.decode(ref_codes).float()
+                assert (codes == ref_codes.tokens).float().mean() > (0.97 if bf16 else 0.99)
+                assert (audio - ref_audio).norm() / ref_audio.norm() < (2e-2 if bf16 else 1e-4)
+    assert "taps" in taken and (("channels_last" in taken) == bf16)
+
+
+@cuda
 def test_cuda_matches_cpu():
     codec = _seeded("wavtokenizer-75")
     wav = synth_audio(1.0, batch=2, seed=4)

@@ -72,8 +72,13 @@ def pad1d(x: torch.Tensor, paddings: tuple[int, int], mode: str = "constant", va
 def time_major_4d(x: torch.Tensor) -> torch.Tensor:
     """``x [B, C, L]`` as ``[B, C, 1, L]`` in channels-last memory (time-major: ``[B, L, C]`` in memory).
 
-    No copy when ``x`` is already a time-major view (e.g. the output of a time-major conv).
+    No copy when ``x`` is already a time-major view (e.g. the output of a time-major conv). One channel: the
+    same memory as ``[B, 1, L]``, viewed with explicit channels-last strides (PyTorch takes such an ambiguous
+    tensor for NCHW, and a conv would then return NCHW).
     """
+    if x.shape[1] == 1:
+        x = x.contiguous()
+        return x.as_strided((x.shape[0], 1, 1, x.shape[2]), (x.stride(0), 1, x.shape[2], 1))
     x4 = x.unsqueeze(2)
     return x4 if x4.is_contiguous(memory_format=torch.channels_last) else x4.contiguous(
         memory_format=torch.channels_last)
@@ -156,6 +161,40 @@ def time_major_inference(x: torch.Tensor) -> bool:
     :attr:`PaddedConv1d.cuda_time_major` (off; cuDNN's channels-last convolutions, no layout conversion per conv)."""
     switch = {"cpu": PaddedConv1d.cpu_time_major, "cuda": PaddedConv1d.cuda_time_major}.get(x.device.type, False)
     return switch and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+
+
+def compiled_cuda_inference(x: torch.Tensor) -> bool:
+    """``x`` is being compiled (``torch.compile``) for CUDA inference (no autograd): where the formulations
+    written for inductor apply (:attr:`PaddedConv1d.compiled_channels_last`,
+    :func:`depthwise_conv1d_taps`)."""
+    return x.is_cuda and torch.compiler.is_compiling() and not torch.is_grad_enabled()
+
+
+def reduced_precision(x: torch.Tensor) -> bool:
+    """``x`` is computed on in bf16 / fp16 (its dtype, or autocast on its device)."""
+    return x.dtype in (torch.bfloat16, torch.float16) or torch.is_autocast_enabled(x.device.type)
+
+
+def depthwise_conv1d_taps(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                          padding: int) -> torch.Tensor:
+    """A depthwise, stride-1, zero-padded conv1d, ``x [B, C, T] -> [B, C, T + 2 padding - k + 1]`` with
+    ``weight [C, 1, k]``, written as ``k`` shifted multiply-adds in fp32 and rounded once to the dtype the conv
+    would return (autocast's when it is on). Under ``torch.compile`` inductor fuses the taps into one kernel
+    with their consumer (the ConvNeXt LayerNorm) instead of calling PyTorch's generic CUDA depthwise kernel,
+    which on an H100 ran at a tenth of memory bandwidth in bf16 (:attr:`ConvNeXtBlock.compiled_taps`). Equal to
+    ``F.conv1d`` up to float rounding."""
+    device = x.device.type
+    out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    k = weight.shape[-1]
+    xp = F.pad(x.float(), (padding, padding))
+    n = xp.shape[-1] - k + 1
+    w = weight[:, 0].float()  # [C, k]
+    y = xp[..., :n] * w[:, :1]
+    for i in range(1, k):
+        y = y + xp[..., i:i + n] * w[:, i:i + 1]
+    if bias is not None:
+        y = y + bias.float()[:, None]
+    return y.to(out_dtype)
 
 
 def cpu_inference(x: torch.Tensor) -> bool:
@@ -241,12 +280,20 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
     #: around each conv). Off by default: it speeds a bf16 encode up 1.2x (H100, batch 64, eager or CUDA graphs),
     #: but ``Codec.compile()`` is faster still, and fp32 without TF32 is slower (benchmarks/RESULTS.md).
     cuda_time_major = False
+    #: under ``torch.compile`` for CUDA inference in bf16 / fp16, write the conv as a channels-last conv2d
+    #: (``[B, C, 1, L]`` in ``[B, L, C]`` memory, the layout of cuDNN's tensor-core kernels), so that cuDNN
+    #: does not transpose each input and output (8.8 of 43 ms of a compiled batch-64 bf16 encode on an H100)
+    #: and inductor folds the layout into the padding and activations around it. Off until measured on a GPU
+    #: (``benchmarks/codec_speed.py --switch compiled_channels_last=True``).
+    compiled_channels_last = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._streaming_state is not None:
             return self._streaming_step(x, final=False)
         if x.dim() == 3 and time_major_inference(x):
             return self._forward_time_major(x)
+        if x.dim() == 3 and self.compiled_channels_last and compiled_cuda_inference(x) and reduced_precision(x):
+            return self._forward_channels_last(x)
         if x.shape[-1] >= self.long_input and self.pad_mode in ("reflect", "replicate", "constant"):
             return self._forward_long(x)
         return super().forward(self.pad_input(x))
@@ -285,6 +332,15 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         if x.shape[-1] >= self.long_input and self.pad_mode in ("reflect", "replicate", "constant"):
             return self._forward_long(x, main=lambda x_, pad: conv(time_major_4d(x_), padding=(0, pad)).squeeze(2))
         return conv(pad_time_major(x, left, right, self.pad_mode)).squeeze(2)
+
+    def _forward_channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C_in, L] -> [B, C_out, T]`` as one channels-last conv2d, the output a time-major view (the
+        compiled CUDA path: no weight cache, inductor computes the weight's layout once per call)."""
+        left, right = self._padding(x.shape[-1])
+        w4 = self.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        x4 = time_major_4d(pad1d(x, (left, right), self.pad_mode))
+        return F.conv2d(x4, w4, self.bias, stride=(1, self.stride[0]), dilation=(1, self.dilation[0]),
+                        groups=self.groups).squeeze(2)
 
     def _packed_applies(self, x: torch.Tensor) -> bool:
         """Whether the time-major conv runs through oneDNN with a prepacked weight (fp32, no autocast)."""

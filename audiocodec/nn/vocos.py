@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import onednn_dtype, packed_linear
+from .conv import compiled_cuda_inference, depthwise_conv1d_taps, onednn_dtype, packed_linear
 
 
 def _packed(x: torch.Tensor, linear: nn.Linear, dtype: torch.dtype, gelu: bool = False) -> torch.Tensor:
@@ -54,9 +54,19 @@ class ConvNeXtBlock(nn.Module):
         self.gamma = (nn.Parameter(layer_scale_init_value * torch.ones(dim))
                       if layer_scale_init_value > 0 else None)
 
+    #: under ``torch.compile`` for CUDA inference, write the depthwise conv as shifted multiply-adds
+    #: (:func:`~audiocodec.nn.conv.depthwise_conv1d_taps`) that inductor fuses into the LayerNorm, instead of
+    #: PyTorch's generic depthwise kernel (5.2 of 27.4 ms of a compiled batch-64 bf16 decode on an H100). Off
+    #: until measured on a GPU (``benchmarks/codec_speed.py --switch compiled_taps=True``).
+    compiled_taps = False
+
     def forward(self, x: torch.Tensor, cond_id: int = 0) -> torch.Tensor:
         residual = x
-        x = self.dwconv(x).transpose(1, 2)
+        if self.compiled_taps and compiled_cuda_inference(x):
+            x = depthwise_conv1d_taps(x, self.dwconv.weight, self.dwconv.bias, self.dwconv.padding[0])
+        else:
+            x = self.dwconv(x)
+        x = x.transpose(1, 2)
         x = self.norm(x, cond_id) if self.adanorm else self.norm(x)
         dtype = onednn_dtype(x)
         if dtype is not None and type(self.act) is nn.GELU and self.act.approximate == "none":

@@ -7,7 +7,7 @@
 #   benchmarks/device/speed_suite.sh OUT [STEP ...]
 #
 # steps: tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
-#        train_compiled_loose codec codec_tm profile
+#        train_compiled_loose codec codec_tm codec_switches profile profile_b1
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
 # that order (about 15 minutes with the compiles: split them over two calls).
@@ -18,7 +18,7 @@ mkdir -p "$out"
 . "$(dirname "$0")/setup.sh"
 export PYTHONWARNINGS=ignore
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm profile)
+[ ${#steps[@]} -eq 0 ] && steps=(tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches profile profile_b1)
 repo=.peers/WavTokenizer
 peer=()
 [ -d "$repo" ] && peer=(--wavtokenizer-repo "$repo")
@@ -40,7 +40,8 @@ for s in "${steps[@]}"; do
         # does not fit in a device call's 64 MiB working tree
         song) step song 240 python3 benchmarks/song_speed.py --device cuda --model random --batch-sizes 1 \
                   --modes compiled --steps-per-graph 8 --repeats 2 --profile ;;
-        song_sdpa) for b in flash efficient math; do
+        # flash alone is not offered: it runs no masked attention (the conditioners', the cross-attention's)
+        song_sdpa) for b in efficient math; do
                        step "song_$b" 200 python3 benchmarks/song_speed.py --device cuda --model random \
                            --batch-sizes 1 --modes compiled --steps-per-graph 8 --repeats 2 --sdpa "$b"
                    done ;;
@@ -65,9 +66,25 @@ for s in "${steps[@]}"; do
                    --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none "${peer[@]}" --compile --cuda-graphs ;;
         codec_tm) step codec_tm 540 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 64 --dtypes bf16 \
                       --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile --cuda-graphs \
-                      --cuda-time-major ;;
+                      --switch cuda_time_major=True ;;
+        # the compiled-inference switches (off by default until measured): none, each alone, both (batch 64 bf16),
+        # and the taps at batch 1 fp32
+        codec_switches) for sw in none compiled_taps compiled_channels_last both; do
+                            case $sw in
+                                none) set -- ;;
+                                both) set -- --switch compiled_taps=True --switch compiled_channels_last=True ;;
+                                *) set -- --switch "$sw=True" ;;
+                            esac
+                            step "codec_$sw" 150 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 64 \
+                                --dtypes bf16 --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none \
+                                --compile --cuda-graphs "$@"
+                        done
+                        step codec_taps_b1 150 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 \
+                            --dtypes fp32 --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile \
+                            --cuda-graphs --switch compiled_taps=True ;;
         profile) step profile 200 python3 benchmarks/profile_codec.py --batch 64 --dtype bf16 --compile --rows 40 ;;
-        *) echo "unknown step $s (tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm profile)"
+        profile_b1) step profile_b1 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 --compile --rows 40 ;;
+        *) echo "unknown step $s (tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches profile profile_b1)"
            exit 2 ;;
     esac
 done
