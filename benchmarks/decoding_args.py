@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import functools
 import time
 from typing import Callable, Optional
@@ -79,6 +80,7 @@ SWITCHES = {
     "cuda_time_major": ("audiocodec.nn.conv", "PaddedConv1d"),         # eager CUDA inference, time-major convs
     "compiled_channels_last": ("audiocodec.nn.conv", "PaddedConv1d"),  # compiled bf16 convs as channels-last conv2d
     "compiled_taps": ("audiocodec.nn.vocos", "ConvNeXtBlock"),         # compiled depthwise conv as shifted taps
+    "cuda_split_bf16_search": ("audiocodec.quantize.vq", "EuclideanCodebook"),  # VQ search as split-bf16 GEMM
 }
 
 
@@ -90,6 +92,21 @@ def set_switches(items: list[str]) -> None:
             raise SystemExit(f"--switch {name}=...: no such switch (known: {', '.join(SWITCHES)})")
         module, cls = SWITCHES[name]
         setattr(getattr(importlib.import_module(module), cls), name, bool(value))
+
+
+@contextlib.contextmanager
+def switches_off():
+    """Every speed switch of :data:`SWITCHES` off inside (the reference paths), restored after."""
+    import importlib
+    classes = {name: getattr(importlib.import_module(module), cls) for name, (module, cls) in SWITCHES.items()}
+    saved = {name: getattr(c, name) for name, c in classes.items()}
+    try:
+        for name, c in classes.items():
+            setattr(c, name, False)
+        yield
+    finally:
+        for name, c in classes.items():
+            setattr(c, name, saved[name])
 
 
 def sync(device) -> None:

@@ -95,6 +95,25 @@ def test_compiled_codec_matches_eager(monkeypatch, bf16):
 
 
 @cuda
+@pytest.mark.parametrize("name,share", [("wavtokenizer-75", 0.999), ("encodec-24k", 0.99)])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_split_bf16_search_gives_the_fp32_search_codes(monkeypatch, name, share, bf16):
+    """EuclideanCodebook.cuda_split_bf16_search (the VQ search as one bf16 tensor-core GEMM of split operands): the
+    codes of the fp32 search on nearly every frame (all of a frame's RVQ codes compared), under CUDA graphs too."""
+    from audiocodec.quantize.vq import EuclideanCodebook
+    codec = _seeded(name)
+    wav = synth_audio(1.5, batch=3, seed=2).cuda()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        ref = codec.encode(wav).tokens
+        monkeypatch.setattr(EuclideanCodebook, "cuda_split_bf16_search", True)
+        runs = [codec.encode(wav).tokens]
+        codec.use_cuda_graphs()
+        runs += [codec.encode(wav).tokens for _ in range(2)]
+    for codes in runs:
+        assert (codes == ref).all(1).float().mean() >= share
+
+
+@cuda
 def test_cuda_matches_cpu():
     codec = _seeded("wavtokenizer-75")
     wav = synth_audio(1.0, batch=2, seed=4)

@@ -67,12 +67,13 @@ for s in "${steps[@]}"; do
         codec_tm) step codec_tm 540 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 64 --dtypes bf16 \
                       --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile --cuda-graphs \
                       --switch cuda_time_major=True ;;
-        # the compiled-inference switches (off by default until measured): none, each alone, both (batch 64 bf16),
-        # and the taps at batch 1 fp32
-        codec_switches) for sw in none compiled_taps compiled_channels_last both; do
+        # the codec's speed switches (off by default until measured): none, each alone, all (batch 64 bf16, with
+        # the fp32-vs-bf16 code agreement), and the taps at batch 1 fp32
+        codec_switches) for sw in none compiled_taps compiled_channels_last cuda_split_bf16_search all; do
                             case $sw in
                                 none) set -- ;;
-                                both) set -- --switch compiled_taps=True --switch compiled_channels_last=True ;;
+                                all) set -- --switch compiled_taps=True --switch compiled_channels_last=True \
+                                         --switch cuda_split_bf16_search=True ;;
                                 *) set -- --switch "$sw=True" ;;
                             esac
                             step "codec_$sw" 150 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 64 \
