@@ -381,11 +381,11 @@ def test_classifier_free_guidance_formula():
 
 def test_init_scales_residual_projections_and_ties_heads():
     model = TransformerLM(100, 64, 4, 4, tie_embeddings=True)
-    assert model.heads is None
+    assert model.head is None
     assert abs(model.layers[0].attn.qkv_proj.weight.std().item() - 0.02) < 0.002
     assert abs(model.layers[0].mlp.down_proj.weight.std().item() - 0.02 / 8 ** 0.5) < 0.001
     untied = TransformerLM(100, 64, 4, 4, num_codebooks=2)
-    assert len(untied.heads) == 2 and sum(p.numel() for p in untied.parameters()) > \
+    assert untied.head.weight.shape == (200, 64) and sum(p.numel() for p in untied.parameters()) > \
         sum(p.numel() for p in model.parameters())
 
 
@@ -468,10 +468,15 @@ class _SavedLM(TransformerLM):
         self.config = config
 
 
-def _legacy_layout(state: dict, sizes) -> dict:
-    """``state`` in the layout before the fused projections: separate q / k / v and gate / up Linears."""
+def _legacy_layout(state: dict, sizes, num_codebooks: int = 1) -> dict:
+    """``state`` in the layout before the fused projections: separate q / k / v and gate / up Linears, one output
+    head per stream."""
     out = {}
     for key, value in state.items():
+        if key == "head.weight":
+            for k, part in enumerate(value.chunk(num_codebooks, dim=0)):
+                out[f"heads.{k}.weight"] = part.clone()
+            continue
         if key.endswith("attn.qkv_proj.weight"):
             base = key[: -len("qkv_proj.weight")]
             for name, part in zip(("q_proj", "k_proj", "v_proj"), value.split(sizes, dim=0)):
@@ -486,18 +491,19 @@ def _legacy_layout(state: dict, sizes) -> dict:
 
 
 def test_weights_of_the_separate_projection_layout_load_into_the_fused_one(tmp_path):
-    """Models saved before q/k/v and gate/up were fused load (state_dict and load_model files) and compute the
-    same; a file whose tensors do not fit is a CheckpointError naming them."""
+    """Models saved before q/k/v, gate/up and the streams' output heads were fused load (state_dict and
+    load_model files) and compute the same; a file whose tensors do not fit is a CheckpointError naming them."""
     from safetensors.torch import save_file
     from audiocodec.errors import CheckpointError
     from audiocodec.weights import load_model
     config = dict(vocab_size=50, dim=32, num_layers=2, num_heads=4, num_kv_heads=2, cross_attention=True,
-                  memory_dim=16)
+                  memory_dim=16, num_codebooks=3)
     torch.manual_seed(0)
     model = _SavedLM(**config).eval()
-    legacy = _legacy_layout(model.state_dict(), model.layers[0].attn.sizes)
+    legacy = _legacy_layout(model.state_dict(), model.layers[0].attn.sizes, num_codebooks=3)
     assert "layers.1.attn.k_proj.weight" in legacy and "layers.1.cross_attn.k_proj.weight" in legacy
-    tokens, memory = torch.randint(0, 50, (2, 1, 7)), torch.randn(2, 5, 16)
+    assert "heads.2.weight" in legacy and "head.weight" not in legacy
+    tokens, memory = torch.randint(0, 50, (2, 3, 7)), torch.randn(2, 5, 16)
     expected = model(tokens, memory=memory)
     fresh = _SavedLM(**config).eval()
     fresh.load_state_dict(legacy)

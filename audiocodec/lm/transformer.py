@@ -305,8 +305,11 @@ class TransformerLM(nn.Module):
             TransformerBlock(dim, num_heads, num_kv_heads, ffn_dim or swiglu_hidden_dim(dim), self.memory_dim,
                              dropout, attention_dropout, norm_eps) for _ in range(num_layers))
         self.norm = RMSNorm(dim, norm_eps)
-        self.heads = None if tie_embeddings else nn.ModuleList(
-            nn.Linear(dim, vocab_size, bias=False) for _ in range(num_codebooks))
+        # the K streams' output heads as one Linear (one GEMM; rows: stream 0's vocabulary, then stream 1's, ...);
+        # weights saved with K separate heads (``heads.k``) still load
+        self.head = None if tie_embeddings else nn.Linear(dim, num_codebooks * vocab_size, bias=False)
+        self.register_load_state_dict_pre_hook(
+            fuse_legacy_projections(tuple(f"heads.{k}" for k in range(num_codebooks)), "head"))
         self._init_weights(init_std)
 
     @torch.no_grad()
@@ -338,12 +341,12 @@ class TransformerLM(nn.Module):
         return x
 
     def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``hidden [B, T, D]`` (final-normed) -> ``logits [B, K, T, V]``."""
-        if self.heads is None:
+        """``hidden [B, T, D]`` (final-normed) -> ``logits [B, K, T, V]`` (with untied heads a view of one GEMM's
+        ``[B, T, K, V]`` output)."""
+        if self.head is None:
             logits = [F.linear(hidden, table.weight) for table in self.embeddings]
-        else:
-            logits = [head(hidden) for head in self.heads]
-        return logits[0].unsqueeze(1) if len(logits) == 1 else torch.stack(logits, dim=1)
+            return logits[0].unsqueeze(1) if len(logits) == 1 else torch.stack(logits, dim=1)
+        return self.head(hidden).unflatten(-1, (self.num_codebooks, self.vocab_size)).movedim(-2, 1)
 
     def forward(self, tokens: torch.Tensor, padding_mask: Optional[torch.Tensor] = None,
                 memory: Optional[torch.Tensor] = None, memory_mask: Optional[torch.Tensor] = None,
