@@ -17,7 +17,11 @@ Both get the same random batch already on the device: data loading is excluded (
 in worker processes beside the step). The first ``--warmup`` steps (k-means codebook initialisation,
 cuDNN autotuning) are not timed. TF32 is set alike for both (``--tf32``, default on as in our trainer).
 
+``--check-losses`` compares instead our loss terms with the official step's on one batch with the same
+weights (the official random initialisation copied into ours; runs on the CPU).
+
     python3 benchmarks/train_speed.py --device cuda --dtypes bf16 fp32 --wavtokenizer-repo .peers/WavTokenizer
+    python3 benchmarks/train_speed.py --device cpu --batch 2 --seconds 1 --check-losses --wavtokenizer-repo .peers/WavTokenizer
     python3 benchmarks/train_speed.py --device cpu --batch 2 --seconds 0.5 --steps 2 --warmup 1 \\
         --recipe recipes/codec/wavtokenizer_75_small.yaml
 """
@@ -101,6 +105,7 @@ def ours(recipe: str, audio: torch.Tensor, dtype: str, tf32: bool, overrides: li
 
     def step():
         trainer._train_step(stream)
+    step.task = task
     gen = task.modules["codec"] if "codec" in task.modules else None
     disc = [m for k, m in task.modules.items() if k != "codec"]
     info = {"generator_params": _params(gen) if gen is not None else None, "discriminator_params": _params(*disc)}
@@ -160,8 +165,10 @@ def _instantiate(spec: dict):
     return getattr(importlib.import_module(module), cls)(**args)
 
 
-def official(repo: str, audio: torch.Tensor, dtype: str):
-    """``(step, info)`` for the official WavTokenizer-75 training step (see the module docstring)."""
+def build_official(repo: str, device) -> tuple[nn.Module, dict, list]:
+    """The official WavTokenizer-75 Lightning module (frame-75 config, random weights, training mode, codebook
+    marked initialised), its config's ``init_args`` and the packages stood in for. Its ``log`` calls are kept in
+    ``model.logged`` (name -> value)."""
     sys.path.insert(0, str(Path(repo).resolve()))
     stubbed = _stub_missing_packages()
     from decoder.experiment import WavTokenizer
@@ -174,17 +181,27 @@ def official(repo: str, audio: torch.Tensor, dtype: str):
         def device(self):
             return next(self.parameters()).device
 
+        def log(self, name, value, *args, **kwargs):
+            self.logged[name] = value
+
     cfg = load_yaml(next(Path(repo, "configs").glob("*frame75*.yaml")))["model"]["init_args"]
     parts = {k: _instantiate(cfg[k]) for k in ("feature_extractor", "backbone", "head")}
     hp = {k: v for k, v in cfg.items() if k not in parts}
     hp.update(evaluate_utmos=False, evaluate_pesq=False, evaluate_periodicty=False)
-    model = Bench(**parts, **hp).to(audio.device).train()
+    model = Bench(**parts, **hp).to(device).train()
+    model.logged = {}
     model.train_discriminator = True   # pretrain_mel_steps: 0
     for name, buf in model.named_buffers():   # the one-off k-means initialisation of the codebook is not a step
         if name.endswith("_codebook.inited"):
             buf.fill_(1)
         elif name.endswith("_codebook.embed"):
             buf.normal_()
+    return model, cfg, stubbed
+
+
+def official(repo: str, audio: torch.Tensor, dtype: str):
+    """``(step, info)`` for the official WavTokenizer-75 training step (see the module docstring)."""
+    model, cfg, stubbed = build_official(repo, audio.device)
     disc = [model.multiperioddisc, model.multiresddisc, model.dac]
     gen = [model.feature_extractor, model.backbone, model.head]
     d_params = [p for m in disc for p in m.parameters()]
@@ -210,6 +227,72 @@ def official(repo: str, audio: torch.Tensor, dtype: str):
                   "stand_ins": stubbed}
 
 
+def check_losses(repo: str, recipe: str, audio: torch.Tensor, overrides: list, workdir: Path) -> float:
+    """Our recipe's loss terms against the official training step's on the same batch and the same weights (the
+    official model's random initialisation copied into ours: the generator through the checkpoint loader, the
+    discriminators through :func:`~audiocodec.discriminators.load_official_discriminators`). Dropout off and
+    the codebooks' EMA made a no-op (decay 1, every code counted 100 times), so that the official step's two
+    generator passes and our one see the same weights. Prints each term and returns the largest relative
+    difference of the two totals."""
+    from audiocodec.codecs.interop.official import load_wavtokenizer_state
+    from audiocodec.discriminators import load_official_discriminators
+    model, cfg, _ = build_official(repo, audio.device)
+    # the official WavTokenizer class builds its DAC discriminator twice: the loss reads the first
+    # (``dacdiscriminator.discriminator``), the optimizer and the checkpoint's ``dac.*`` hold the second; give
+    # the second the first's weights, so that ours gets the weights the official losses use
+    model.dac.load_state_dict(model.dacdiscriminator.discriminator.state_dict())
+    step, _ = ours(recipe, audio, "fp32", False, overrides, workdir)
+    task = step.task
+    load_official_discriminators(task.disc, model.state_dict())
+    task.codec.load_state_dict(load_wavtokenizer_state(model.state_dict()).state_dict())
+    for m in (model, task.codec, task.disc):
+        for sub in m.modules():
+            if isinstance(sub, nn.Dropout):
+                sub.p = 0.0
+            if hasattr(sub, "embed_avg") and hasattr(sub, "cluster_size"):   # both codebook classes
+                sub.decay = 1.0
+                sub.cluster_size.fill_(100.0)
+                sub.embed_avg.copy_(sub.embed * 100.0)
+    real = audio.unsqueeze(1)
+    # official: the discriminator step, then the generator step (as Lightning calls them), logs kept
+    theirs = {}
+    with torch.no_grad():
+        theirs["discriminator/total"] = float(model.training_step(audio, 0, 0))
+        theirs.update({k: float(v) for k, v in model.logged.items()})
+        model.logged.clear()
+        theirs["generator/total"] = float(model.training_step(audio, 0, 1))
+        theirs.update({k: float(v) for k, v in model.logged.items()})
+        out = task.codec(real)
+        fake = out.audio
+        d_out = task.loss.discriminator_loss(real, fake, task.disc)
+        g_out = task.loss.generator_loss(real, fake, task.disc, model_losses=out.losses)
+    mine = {k: float(v) for k, v in {**d_out.terms, **g_out.terms}.items()}
+    mine["generator/total"] = float(g_out.loss)
+    pairs = [  # (official log, ours, our value's factor): the official sums DAC's 8 sub-discriminators
+        ("discriminator/multi_period_loss", "discriminator/mpd", 1), ("discriminator/multi_res_loss",
+                                                                       "discriminator/mrd", 1),
+        ("discriminator/dac", "discriminator/dac", 8), ("discriminator/total", "discriminator/total", 1),
+        ("generator/multi_period_loss", "adversarial/mpd", 1), ("generator/multi_res_loss", "adversarial/mrd", 1),
+        ("generator/feature_matching_mp", "feature/mpd", 1), ("generator/feature_matching_mrd", "feature/mrd", 1),
+        ("generator/loss_dac_1", "adversarial/dac", 8), ("generator/loss_dac_2", "feature/dac", 8),
+        ("generator/mel_loss", "mel", 1), ("commit_loss", "commitment", 1), ("generator/total", "generator/total", 1)]
+    print("| term (official name) | official | ours | relative difference |")
+    print("|---|---|---|---|")
+    worst = 0.0
+    for theirs_key, mine_key, factor in pairs:
+        a, b = theirs.get(theirs_key), mine.get(mine_key)
+        if a is None or b is None:
+            print(f"| {theirs_key} / {mine_key} | {a} | {b} | missing |")
+            worst = float("inf") if theirs_key.endswith("total") else worst
+            continue
+        b *= factor
+        rel = abs(a - b) / max(abs(a), 1e-12)
+        if theirs_key.endswith("total"):
+            worst = max(worst, rel)
+        print(f"| {theirs_key} | {a:.6g} | {b:.6g} | {rel:.1e} |")
+    return worst
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -233,6 +316,9 @@ def main(argv=None):
     p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                    help="set a torch._inductor.config value for trainer.compile (repeatable), e.g. "
                         "keep_output_stride=False")
+    p.add_argument("--check-losses", action="store_true",
+                   help="with --wavtokenizer-repo: compare our loss terms with the official step's on one batch "
+                        "(same weights) instead of timing")
     args = p.parse_args(argv)
     from decoding_args import print_profile, set_inductor_config
     set_inductor_config(args.inductor)
@@ -247,6 +333,14 @@ def main(argv=None):
     f0 = 100 + 150 * torch.rand(args.batch, 1)
     audio = 0.3 * torch.sin(2 * np.pi * f0 * t) + 0.05 * torch.randn(args.batch, n)  # voiced-like + noise
     audio = audio.clamp(-1, 1).to(args.device)
+
+    if args.check_losses:
+        if not args.wavtokenizer_repo:
+            raise SystemExit("--check-losses needs --wavtokenizer-repo")
+        with tempfile.TemporaryDirectory() as tmp:
+            worst = check_losses(args.wavtokenizer_repo, args.recipe, audio, args.overrides, Path(tmp))
+        print(f"totals differ by at most {worst:.1e} (relative)")
+        return 0 if worst < 1e-3 else 1
 
     candidates = {}
     if args.only in (None, "ours"):
