@@ -32,7 +32,9 @@ def add_decoding_args(p: argparse.ArgumentParser, dtype_help: Optional[str] = No
     p.add_argument("--inductor", action="append", default=[], metavar="KEY=VALUE",
                    help="set a torch._inductor.config value before compiling (repeatable), e.g. combo_kernels=True")
     p.add_argument("--sdpa", choices=["auto", "cudnn", "flash", "efficient", "math"], default="auto",
-                   help="CUDA: the only scaled-dot-product-attention backend allowed (auto: PyTorch's choice)")
+                   help="CUDA: the only scaled-dot-product-attention backend allowed (auto: PyTorch's choice); flash "
+                        "runs no masked attention, so a model with masks (the song LM's conditioners and "
+                        "cross-attention) stops with 'Invalid backend'")
     p.add_argument("--profile", action="store_true",
                    help="CUDA: after the timed calls, profile one more call of each row and print its top kernels")
 
