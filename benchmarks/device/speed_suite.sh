@@ -35,7 +35,7 @@ step() {   # step NAME SECONDS COMMAND...: run it under a time limit into OUT/NA
 
 for s in "${steps[@]}"; do
     case $s in
-        tests) step tests 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py ;;
+        tests) step tests 420 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py ;;
         # the default model's shapes (song-mini, 8 x 1024 codes at 40 Hz) with random weights: its 62 MB file
         # does not fit in a device call's 64 MiB working tree
         song) step song 240 python3 benchmarks/song_speed.py --device cuda --model random --batch-sizes 1 \
