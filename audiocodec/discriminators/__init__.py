@@ -135,7 +135,12 @@ def load_official_discriminators(model: MultiDiscriminator, state_dict: Mapping[
     """Load WavTokenizer's ``multiperioddisc`` / ``multiresddisc`` / ``dac`` weights (from the
     Lightning ``state_dict``) into ``model`` (entries named ``mpd``, ``mrd``, ``dac``; build ``mpd`` and
     ``mrd`` with ``num_embeddings: 4`` to keep the conditioning tables). Strict: missing, unexpected
-    or mis-shaped keys raise :class:`~audiocodec.errors.CheckpointError`."""
+    or mis-shaped keys raise :class:`~audiocodec.errors.CheckpointError`.
+
+    The DAC weights come from ``dac.*``. The official training code holds two DAC discriminators: its losses
+    read ``dacdiscriminator.discriminator.*``, its optimizer updates ``dac.*`` (which no loss reads), so neither
+    learns and both keep their random initialisation: a fine-tuning run starts its DAC discriminator from
+    scratch either way (benchmarks/RESULTS.md, session 9)."""
     from ..codecs.interop.keys import load_state_strict, rename_keys
     if drop_embeddings is None:
         drop_embeddings = not any(k.endswith(".emb.weight") for k in model.state_dict())
