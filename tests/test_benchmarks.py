@@ -1,0 +1,68 @@
+"""The hand-run benchmark scripts (benchmarks/*.py) run end to end on the CPU with tiny settings and print their
+tables: a broken option or import is found here, not in a lent GPU's minutes. Their figures are not checked
+(speed targets live in benchmarks/RESULTS.md), only that the rows they promise are there and sane."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, *args: str, timeout: int = 600) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def _table_rows(out: str, first_cell: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines()
+            if line.startswith(f"| {first_cell}")]
+
+
+def test_codec_speed_with_every_switch_and_the_code_check():
+    out = _run("codec_speed.py", "--device", "cpu", "--seconds", "0.3", "--repeats", "1", "--threads", "2",
+               "--models", "wavtokenizer-75", "--peers", "none", "--dtypes", "fp32", "bf16",
+               "--switch", "compiled_taps=True", "--switch", "compiled_channels_last=True",
+               "--switch", "cuda_split_bf16_search=True")
+    rows = _table_rows(out, "ours/wavtokenizer-75")
+    assert [r[2] for r in rows] == ["fp32", "bf16"]
+    assert all(float(r[3].replace(",", "")) > 0 and float(r[4].split()[0].replace(",", "")) > 0 for r in rows)
+    share = re.search(r"codes identical fp32 \(eager, no switches\) vs bf16 \(as measured\): ([\d.]+)%", out)
+    assert share and 50 < float(share.group(1)) <= 100
+
+
+def test_codec_speed_rejects_an_unknown_switch():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "codec_speed.py"), "--device", "cpu",
+                           "--models", "none", "--peers", "none", "--switch", "no_such_switch=True"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode != 0 and "no such switch" in done.stderr and "compiled_taps" in done.stderr
+
+
+def test_data_speed_times_the_trainers_loader():
+    out = _run("data_speed.py", "--files", "6", "--file-seconds", "2", "--rate", "16000", "--workers", "0", "1",
+               "--batch", "3", "--crop", "0.5", "--batches", "2")
+    rows = _table_rows(out, "0") + _table_rows(out, "1")
+    assert len(rows) == 2 and all(float(r[2]) > 0 and r[4].endswith("x") for r in rows)
+
+
+def test_train_speed_times_our_step():
+    out = _run("train_speed.py", "--device", "cpu", "--batch", "1", "--seconds", "0.5", "--steps", "1",
+               "--warmup", "1", "--only", "ours", "--dtypes", "fp32",
+               "--recipe", str(ROOT / "recipes/codec/wavtokenizer_75_small.yaml"))
+    rows = _table_rows(out, "ours")
+    assert len(rows) == 1 and float(rows[0][2]) > 0
+
+
+@pytest.mark.parametrize("script,args", [
+    ("tts_speed.py", ["--tokens", "6", "--peers"]),
+    ("song_speed.py", ["--model", "random", "--seconds", "0.2", "--cfg-scale", "1"]),
+])
+def test_token_generation_benchmarks_run_eager(script, args):
+    out = _run(script, "--device", "cpu", "--dtype", "float32", "--batch-sizes", "1", "--modes", "eager",
+               "--repeats", "1", *args)
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("eager")]
+    assert rows and all(float(r[-2]) > 0 for r in rows)
