@@ -7,7 +7,7 @@
 #   benchmarks/device/speed_suite.sh OUT [STEP ...]
 #
 # steps: tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
-#        train_compiled_loose codec codec_tm codec_switches profile profile_b1
+#        train_compiled_loose codec codec_tm codec_switches codec_autotune profile profile_b1
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
 # that order (about 15 minutes with the compiles: split them over two calls).
@@ -83,9 +83,13 @@ for s in "${steps[@]}"; do
                         step codec_taps_b1 150 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 \
                             --dtypes fp32 --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile \
                             --cuda-graphs --switch compiled_taps=True ;;
+        # inductor's GEMM autotuning (Triton templates against cuBLAS) for the compiled codec; long compiles
+        codec_autotune) step codec_autotune 540 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 \
+                            --dtypes fp32 --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none \
+                            --compile max-autotune-no-cudagraphs --cuda-graphs ;;
         profile) step profile 200 python3 benchmarks/profile_codec.py --batch 64 --dtype bf16 --compile --rows 40 ;;
         profile_b1) step profile_b1 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 --compile --rows 40 ;;
-        *) echo "unknown step $s (tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches profile profile_b1)"
+        *) echo "unknown step $s (tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_autotune profile profile_b1)"
            exit 2 ;;
     esac
 done
