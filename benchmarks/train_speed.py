@@ -236,7 +236,7 @@ def check_losses(repo: str, recipe: str, audio: torch.Tensor, overrides: list, w
     difference of the two totals."""
     from audiocodec.codecs.interop.official import load_wavtokenizer_state
     from audiocodec.discriminators import load_official_discriminators
-    model, cfg, _ = build_official(repo, audio.device)
+    model, _, _ = build_official(repo, audio.device)
     # the official WavTokenizer class builds its DAC discriminator twice: the loss reads the first
     # (``dacdiscriminator.discriminator``), the optimizer and the checkpoint's ``dac.*`` hold the second; give
     # the second the first's weights, so that ours gets the weights the official losses use
@@ -383,4 +383,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
