@@ -84,6 +84,12 @@ def time_major_4d(x: torch.Tensor) -> torch.Tensor:
         memory_format=torch.channels_last)
 
 
+def _conv2d_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A conv1d weight ``[C_out, C_in / groups, k]`` as the channels-last conv2d weight ``[C_out, C_in / groups,
+    1, k]`` of the time-major convs."""
+    return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
 def is_time_major(x: torch.Tensor) -> bool:
     """Whether ``x [B, C, L]`` is laid out time-major (channels contiguous, ``C > 1``)."""
     return x.dim() == 3 and x.shape[1] > 1 and x.stride(1) == 1
@@ -325,8 +331,7 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         if self._packed_applies(x):
             conv = functools.partial(self._packed_conv, length=x.shape[-1])
         else:
-            w4 = TimeMajorWeights.get(self, "w_cl", self.weight, lambda w: w.unsqueeze(2).contiguous(
-                memory_format=torch.channels_last))
+            w4 = TimeMajorWeights.get(self, "w_cl", self.weight, _conv2d_weight)
             conv = functools.partial(F.conv2d, weight=w4, bias=self.bias, stride=(1, s), dilation=(1, d),
                                      groups=self.groups)
         if x.shape[-1] >= self.long_input and self.pad_mode in ("reflect", "replicate", "constant"):
@@ -337,7 +342,7 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         """``[B, C_in, L] -> [B, C_out, T]`` as one channels-last conv2d, the output a time-major view (the
         compiled CUDA path: no weight cache, inductor computes the weight's layout once per call)."""
         left, right = self._padding(x.shape[-1])
-        w4 = self.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        w4 = _conv2d_weight(self.weight)
         x4 = time_major_4d(pad1d(x, (left, right), self.pad_mode))
         return F.conv2d(x4, w4, self.bias, stride=(1, self.stride[0]), dilation=(1, self.dilation[0]),
                         groups=self.groups).squeeze(2)

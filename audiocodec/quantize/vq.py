@@ -150,7 +150,7 @@ class EuclideanCodebook(nn.Module):
             return self._onednn_search(flat).view(shape)
         if self.cuda_split_bf16_search and flat.is_cuda and not torch.is_grad_enabled():
             operand = TimeMajorWeights.get(self, "split_bf16_codebook", self.embed,
-                                           lambda e: split_bf16_codebook(e, e.float().pow(2).sum(1)))
+                                           lambda e: split_bf16_codebook(e, self._embed_sq()))
             return nearest_code_split_bf16(flat, self.embed, codebook_operand=operand).view(shape)
         return nearest_code(flat, self.embed, self._embed_sq()).view(shape)
 
@@ -168,15 +168,7 @@ class EuclideanCodebook(nn.Module):
 
     def _embed_sq(self) -> torch.Tensor:
         """``|e|^2`` of the codes, cached until the codebook changes (inference reuses it)."""
-        e = self.embed
-        try:
-            key = (e.data_ptr(), e._version, e.dtype, e.device)
-        except RuntimeError:  # an inference tensor has no version counter
-            return e.float().pow(2).sum(1)
-        hit = self.__dict__.get("_embed_sq_cache")
-        if hit is None or hit[0] != key:
-            hit = self.__dict__["_embed_sq_cache"] = (key, e.float().pow(2).sum(1))
-        return hit[1]
+        return TimeMajorWeights.get(self, "embed_sq", self.embed, lambda e: e.float().pow(2).sum(1))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``codes [...] -> vectors [..., D]``."""
