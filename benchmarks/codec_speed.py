@@ -121,13 +121,18 @@ def autocast(device: str, dtype: str):
 
 # -- candidates: each returns (encode_fn(wav [B,1,L]) -> codes, decode_fn(codes) -> audio) ------------------
 
+def compile_codec(codec, mode: str) -> None:
+    """``--compile [MODE]`` on our codec (``default``: torch.compile's default mode), static shapes."""
+    torch._dynamo.config.recompile_limit = 64  # one graph per (batch, dtype) measured
+    codec.compile(mode=mode if mode != "default" else None, dynamic=False)
+
+
 def ours(name: str, device: str, compile_: str | None, graphs: bool = False):
     codec = audiocodec.build_codec(name).prepare_for_inference().to(device)
     if graphs and device == "cuda":
         codec.use_cuda_graphs()
     if compile_:
-        torch._dynamo.config.recompile_limit = 64  # one graph per (batch, dtype) measured
-        codec.compile(mode=compile_ if compile_ != "default" else None, dynamic=False)
+        compile_codec(codec, compile_)
     sr = codec.sample_rate
 
     def enc(wav):
@@ -283,7 +288,7 @@ def main(argv=None):
         with switches_off():
             c32 = codec.encode(wav).tokens
         if args.compile:
-            codec.compile(mode=args.compile if args.compile != "default" else None, dynamic=False)
+            compile_codec(codec, args.compile)
         with torch.autocast(args.device, dtype=torch.bfloat16):
             c16 = codec.encode(wav).tokens
         same = (c32 == c16).float().mean().item()

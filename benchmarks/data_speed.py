@@ -13,7 +13,6 @@ manifest of your own (``--manifest``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -24,7 +23,8 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from audiocodec.config import load_yaml  # noqa: E402
+from audiocodec.data import write_manifest  # noqa: E402
+from train_speed import bench_trainer  # noqa: E402
 
 
 def make_corpus(directory: Path, files: int, seconds: float, rate: int, fmt: str) -> Path:
@@ -32,26 +32,22 @@ def make_corpus(directory: Path, files: int, seconds: float, rate: int, fmt: str
     rng = np.random.default_rng(0)
     n = int(seconds * rate)
     t = np.arange(n) / rate
-    with open(directory / "train.jsonl", "w") as manifest:
-        for i in range(files):
-            f0 = rng.uniform(80, 300)
-            envelope = np.abs(np.sin(2 * np.pi * rng.uniform(1, 4) * t))
-            wav = 0.3 * envelope * np.sin(2 * np.pi * f0 * t) + 0.02 * rng.standard_normal(n)
-            path = directory / f"{i:05d}.{fmt}"
-            sf.write(path, wav.astype(np.float32), rate)
-            manifest.write(json.dumps({"id": f"{i:05d}", "path": str(path), "duration": seconds,
-                                       "sample_rate": rate}) + "\n")
-    return directory / "train.jsonl"
+    records = []
+    for i in range(files):
+        f0 = rng.uniform(80, 300)
+        envelope = np.abs(np.sin(2 * np.pi * rng.uniform(1, 4) * t))
+        wav = 0.3 * envelope * np.sin(2 * np.pi * f0 * t) + 0.02 * rng.standard_normal(n)
+        path = directory / f"{i:05d}.{fmt}"
+        sf.write(path, wav.astype(np.float32), rate)
+        records.append({"id": f"{i:05d}", "path": str(path), "duration": seconds, "sample_rate": rate})
+    return write_manifest(directory / "train.jsonl", records)
 
 
 def loader_rate(recipe: str, manifest: Path, workers: int, batch: int, crop: float, batches: int,
                 overrides: list, workdir: Path) -> tuple[float, float]:
     """``(seconds to the first batch, batches per second after it)`` of the trainer's loader."""
-    from audiocodec.train import Trainer
-    sets = [f"task.data.train={manifest}", "task.data.valid=null", "task.valid_metrics=[]",
-            f"trainer.batch_size={batch}", f"trainer.num_workers={workers}", f"task.data.crop_seconds={crop}",
-            "trainer.device=cpu", "trainer.progress=false", "trainer.val_every=0", "trainer.ckpt_every=0"]
-    trainer = Trainer(load_yaml(recipe), workdir / f"run{workers}", overrides=sets + list(overrides))
+    trainer = bench_trainer(recipe, manifest, workdir / f"run{workers}", batch, crop, "cpu",
+                            [f"trainer.num_workers={workers}", *overrides])
     stream = trainer._stream()
     try:
         t0 = time.perf_counter()

@@ -86,21 +86,25 @@ SWITCHES = {
 }
 
 
+def _switch_owner(name: str) -> type:
+    """The class that holds speed switch ``name`` (:data:`SWITCHES`)."""
+    import importlib
+    module, cls = SWITCHES[name]
+    return getattr(importlib.import_module(module), cls)
+
+
 def set_switches(items: list[str]) -> None:
     """Apply ``--switch NAME=VALUE`` items (:data:`SWITCHES`) for this process."""
-    import importlib
     for name, value in key_values(items, "--switch").items():
         if name not in SWITCHES:
             raise SystemExit(f"--switch {name}=...: no such switch (known: {', '.join(SWITCHES)})")
-        module, cls = SWITCHES[name]
-        setattr(getattr(importlib.import_module(module), cls), name, bool(value))
+        setattr(_switch_owner(name), name, bool(value))
 
 
 @contextlib.contextmanager
 def switches_off():
     """Every speed switch of :data:`SWITCHES` off inside (the reference paths), restored after."""
-    import importlib
-    classes = {name: getattr(importlib.import_module(module), cls) for name, (module, cls) in SWITCHES.items()}
+    classes = {name: _switch_owner(name) for name in SWITCHES}
     saved = {name: getattr(c, name) for name, c in classes.items()}
     try:
         for name, c in classes.items():

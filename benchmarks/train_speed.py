@@ -47,22 +47,19 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from audiocodec.config import load_yaml  # noqa: E402
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+from audiocodec.data import write_manifest  # noqa: E402
+from decoding_args import print_profile, set_inductor_config, sync  # noqa: E402
 
 
 def time_steps(step, device: str, warmup: int, steps: int) -> float:
     """Optimizer steps per second of ``step()`` after ``warmup`` untimed calls."""
     for _ in range(warmup):
         step()
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(device)
+    sync(device)
     return steps / (time.perf_counter() - t0)
 
 
@@ -77,26 +74,32 @@ def _params(*modules: nn.Module) -> int:
 
 
 # -- ours ---------------------------------------------------------------------------------------------
+def bench_trainer(recipe: str, manifest: Path, run_dir: Path, batch: int, crop_seconds: float, device: str,
+                  overrides=()):
+    """Our ``Trainer`` from ``recipe`` on the training ``manifest`` as the benchmarks use it: no validation,
+    checkpoints, logs or progress bar; ``overrides`` (``KEY=VALUE``) applied last."""
+    from audiocodec.train import Trainer
+    sets = [f"task.data.train={manifest}", "task.data.valid=null", "task.valid_metrics=[]",
+            f"trainer.batch_size={batch}", f"task.data.crop_seconds={crop_seconds}", f"trainer.device={device}",
+            "trainer.log_every=1000000", "trainer.val_every=0", "trainer.ckpt_every=0", "trainer.progress=false"]
+    return Trainer(load_yaml(recipe), run_dir, overrides=sets + list(overrides))
+
+
 def ours(recipe: str, audio: torch.Tensor, dtype: str, tf32: bool, overrides: list, workdir: Path):
     """``(step, info)``: one call of ``step()`` is one optimizer step of our trainer on ``audio [B, T]``."""
-    from audiocodec.train import Trainer
-
     # the trainer reads a manifest when it is built; the timed steps use ``audio`` only
     wavs = workdir / "wavs"
     wavs.mkdir(parents=True, exist_ok=True)
     sr, n = 24000, audio.shape[-1]
-    with open(workdir / "train.jsonl", "w") as f:
-        for i in range(audio.shape[0]):
-            path = wavs / f"{i}.wav"
-            sf.write(path, audio[i].float().cpu().numpy(), sr)
-            f.write(json.dumps({"id": str(i), "path": str(path), "duration": n / sr, "sample_rate": sr}) + "\n")
-    config = load_yaml(recipe)
-    sets = [f"task.data.train={workdir / 'train.jsonl'}", "task.data.valid=null", "task.valid_metrics=[]",
-            f"trainer.precision={dtype}", f"trainer.batch_size={audio.shape[0]}", "trainer.num_workers=0",
-            "trainer.log_every=1000000", "trainer.val_every=0", "trainer.ckpt_every=0", "trainer.progress=false",
-            f"trainer.device={audio.device.type}", f"trainer.tf32={str(tf32).lower()}",
-            f"task.data.crop_seconds={n / sr}"]
-    trainer = Trainer(config, workdir / "run", overrides=sets + list(overrides))
+    records = []
+    for i in range(audio.shape[0]):
+        path = wavs / f"{i}.wav"
+        sf.write(path, audio[i].float().cpu().numpy(), sr)
+        records.append({"id": str(i), "path": str(path), "duration": n / sr, "sample_rate": sr})
+    manifest = write_manifest(workdir / "train.jsonl", records)
+    trainer = bench_trainer(recipe, manifest, workdir / "run", audio.shape[0], n / sr, audio.device.type,
+                            [f"trainer.precision={dtype}", "trainer.num_workers=0",
+                             f"trainer.tf32={str(tf32).lower()}", *overrides])
     task = trainer.task
     for m in task.modules.values():
         m.train()
@@ -320,7 +323,6 @@ def main(argv=None):
                    help="with --wavtokenizer-repo: compare our loss terms with the official step's on one batch "
                         "(same weights) instead of timing")
     args = p.parse_args(argv)
-    from decoding_args import print_profile, set_inductor_config
     set_inductor_config(args.inductor)
     if args.fused_bias_act:
         from audiocodec.discriminators.common import Conv2dLeakyReLU
