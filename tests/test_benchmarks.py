@@ -11,9 +11,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(script: str, *args: str, timeout: int = 600) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
+def _call(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT)
+
+
+def _run(script: str, *args: str) -> str:
+    done = _call(script, *args)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -36,9 +40,8 @@ def test_codec_speed_with_every_switch_and_the_code_check():
 
 
 def test_codec_speed_rejects_an_unknown_switch():
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "codec_speed.py"), "--device", "cpu",
-                           "--models", "none", "--peers", "none", "--switch", "no_such_switch=True"],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    done = _call("codec_speed.py", "--device", "cpu", "--models", "none", "--peers", "none",
+                 "--switch", "no_such_switch=True", timeout=120)
     assert done.returncode != 0 and "no such switch" in done.stderr and "compiled_taps" in done.stderr
 
 
