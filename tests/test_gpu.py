@@ -73,11 +73,18 @@ def test_compiled_codec_matches_eager(monkeypatch, bf16):
     from audiocodec.nn.conv import PaddedConv1d
     monkeypatch.setattr(vocos.ConvNeXtBlock, "compiled_taps", True)
     monkeypatch.setattr(PaddedConv1d, "compiled_channels_last", True)
+    from torch._dynamo.comptime import comptime
     taken = []
-    taps, channels_last = vocos.depthwise_conv1d_taps, PaddedConv1d._forward_channels_last
-    monkeypatch.setattr(vocos, "depthwise_conv1d_taps", lambda *a: taken.append("taps") or taps(*a))
+
+    def spy(name, fn):  # records at trace time: a list appended at run time would recompile every call
+        def traced(*args):
+            comptime(lambda ctx: taken.append(name))
+            return fn(*args)
+        return traced
+
+    monkeypatch.setattr(vocos, "depthwise_conv1d_taps", spy("taps", vocos.depthwise_conv1d_taps))
     monkeypatch.setattr(PaddedConv1d, "_forward_channels_last",
-                        lambda self, x: taken.append("channels_last") or channels_last(self, x))
+                        spy("channels_last", PaddedConv1d._forward_channels_last))
     codec = _seeded("wavtokenizer-75")
     wav = synth_audio(1.5, batch=3, seed=2).cuda()
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
