@@ -7,7 +7,8 @@
 #   benchmarks/device/speed_suite.sh OUT [STEP ...]
 #
 # steps: tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
-#        train_compiled_loose codec codec_tm codec_switches codec_autotune profile profile_b1
+#        train_compiled_loose codec codec_tm codec_switches (= codec_all codec_none codec_compiled_taps
+#        codec_compiled_channels_last codec_cuda_split_bf16_search) codec_taps_b1 codec_autotune profile profile_b1
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
 # that order (about 15 minutes with the compiles: split them over two calls).
@@ -18,7 +19,7 @@ mkdir -p "$out"
 . "$(dirname "$0")/setup.sh"
 export PYTHONWARNINGS=ignore
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches profile profile_b1)
+[ ${#steps[@]} -eq 0 ] && steps=(tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_taps_b1 profile profile_b1)
 repo=.peers/WavTokenizer
 peer=()
 [ -d "$repo" ] && peer=(--wavtokenizer-repo "$repo")
@@ -31,6 +32,20 @@ step() {   # step NAME SECONDS COMMAND...: run it under a time limit into OUT/NA
     timeout "$limit" "$@" > "$out/$name.txt" 2>&1
     echo "   exit $? after ${SECONDS}s of the suite"
     grep -E '^\||passed|failed|skipped|x realtime|steps/s|tokens/s|== |Error' "$out/$name.txt" | tail -25
+}
+
+run_switches() {   # run_switches SETTING...: one batch-64 bf16 codec run per setting (none, all or a switch name)
+    local sw
+    for sw in "$@"; do
+        case $sw in
+            none) set -- ;;
+            all) set -- --switch compiled_taps=True --switch compiled_channels_last=True \
+                     --switch cuda_split_bf16_search=True "${peer[@]}" ;;
+            *) set -- --switch "$sw=True" ;;
+        esac
+        step "codec_$sw" 150 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 64 --dtypes bf16 \
+            --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile --cuda-graphs "$@"
+    done
 }
 
 for s in "${steps[@]}"; do
@@ -67,29 +82,22 @@ for s in "${steps[@]}"; do
         codec_tm) step codec_tm 540 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 64 --dtypes bf16 \
                       --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile --cuda-graphs \
                       --switch cuda_time_major=True ;;
-        # the codec's speed switches (off by default until measured): none, each alone, all (batch 64 bf16, with
-        # the fp32-vs-bf16 code agreement), and the taps at batch 1 fp32
-        codec_switches) for sw in none compiled_taps compiled_channels_last cuda_split_bf16_search all; do
-                            case $sw in
-                                none) set -- ;;
-                                all) set -- --switch compiled_taps=True --switch compiled_channels_last=True \
-                                         --switch cuda_split_bf16_search=True ;;
-                                *) set -- --switch "$sw=True" ;;
-                            esac
-                            step "codec_$sw" 150 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 64 \
-                                --dtypes bf16 --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none \
-                                --compile --cuda-graphs "$@"
-                        done
-                        step codec_taps_b1 150 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 \
-                            --dtypes fp32 --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile \
-                            --cuda-graphs --switch compiled_taps=True ;;
+        # the codec's speed switches (off by default until measured), batch 64 bf16 with the fp32-vs-bf16 code
+        # agreement: all (the official code beside), none, each alone; codec_switches runs these five
+        codec_switches) run_switches all none compiled_taps compiled_channels_last cuda_split_bf16_search ;;
+        codec_all|codec_none|codec_compiled_taps|codec_compiled_channels_last|codec_cuda_split_bf16_search)
+            run_switches "${s#codec_}" ;;
+        # the taps at batch 1 fp32, the official code beside
+        codec_taps_b1) step codec_taps_b1 200 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 \
+                           --dtypes fp32 --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile \
+                           --cuda-graphs --switch compiled_taps=True "${peer[@]}" ;;
         # inductor's GEMM autotuning (Triton templates against cuBLAS) for the compiled codec; long compiles
         codec_autotune) step codec_autotune 540 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 \
                             --dtypes fp32 --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none \
                             --compile max-autotune-no-cudagraphs --cuda-graphs ;;
         profile) step profile 200 python3 benchmarks/profile_codec.py --batch 64 --dtype bf16 --compile --rows 40 ;;
         profile_b1) step profile_b1 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 --compile --rows 40 ;;
-        *) echo "unknown step $s (tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_autotune profile profile_b1)"
+        *) echo "unknown step $s (tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_taps_b1 codec_autotune profile profile_b1)"
            exit 2 ;;
     esac
 done
