@@ -289,9 +289,10 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
     #: under ``torch.compile`` for CUDA inference in bf16 / fp16, write the conv as a channels-last conv2d
     #: (``[B, C, 1, L]`` in ``[B, L, C]`` memory, the layout of cuDNN's tensor-core kernels), so that cuDNN
     #: does not transpose each input and output (8.8 of 43 ms of a compiled batch-64 bf16 encode on an H100)
-    #: and inductor folds the layout into the padding and activations around it. Off until measured on a GPU
-    #: (``benchmarks/codec_speed.py --switch compiled_channels_last=True``).
-    compiled_channels_last = False
+    #: and inductor folds the layout into the padding and activations around it. On: a compiled batch-64 bf16
+    #: encode ran 1.16x faster with it (H100, benchmarks/RESULTS.md session 10); off gives the NCL conv1d
+    #: (``benchmarks/codec_speed.py --switch compiled_channels_last=False``).
+    compiled_channels_last = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._streaming_state is not None:

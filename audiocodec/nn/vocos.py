@@ -56,9 +56,10 @@ class ConvNeXtBlock(nn.Module):
 
     #: under ``torch.compile`` for CUDA inference, write the depthwise conv as shifted multiply-adds
     #: (:func:`~audiocodec.nn.conv.depthwise_conv1d_taps`) that inductor fuses into the LayerNorm, instead of
-    #: PyTorch's generic depthwise kernel (5.2 of 27.4 ms of a compiled batch-64 bf16 decode on an H100). Off
-    #: until measured on a GPU (``benchmarks/codec_speed.py --switch compiled_taps=True``).
-    compiled_taps = False
+    #: PyTorch's generic depthwise kernel (5.2 of 27.4 ms of a compiled batch-64 bf16 decode on an H100). On: a
+    #: compiled batch-64 bf16 decode ran 1.13x faster with it (H100; batch 1 fp32 unchanged; benchmarks/RESULTS.md
+    #: session 10); off gives PyTorch's conv (``benchmarks/codec_speed.py --switch compiled_taps=False``).
+    compiled_taps = True
 
     def forward(self, x: torch.Tensor, cond_id: int = 0) -> torch.Tensor:
         residual = x

@@ -138,8 +138,9 @@ class EuclideanCodebook(nn.Module):
 
     #: CUDA inference: the nearest-code search as one bf16 tensor-core GEMM of split operands
     #: (:func:`nearest_code_split_bf16`, scores to ~2^-16 relative) instead of an fp32 GEMM without tensor cores
-    #: (4.2 of 43.5 ms of a compiled batch-64 bf16 encode on an H100). Off until measured on a GPU
-    #: (``benchmarks/codec_speed.py --switch cuda_split_bf16_search=True``).
+    #: (4.2 of 43.5 ms of a compiled batch-64 bf16 encode on an H100). Off: measured, it made that encode 1.4%
+    #: slower, and 3% slower beside the compiled switches (H100, benchmarks/RESULTS.md session 10); kept for
+    #: GPUs where the fp32 search costs more (``benchmarks/codec_speed.py --switch cuda_split_bf16_search=True``).
     cuda_split_bf16_search = False
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

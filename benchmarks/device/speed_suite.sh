@@ -6,7 +6,7 @@
 #
 #   benchmarks/device/speed_suite.sh OUT [STEP ...]
 #
-# steps: tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
+# steps: tests tests_codec song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
 #        train_compiled_loose codec codec_tm codec_switches (= codec_all codec_none codec_compiled_taps
 #        codec_compiled_channels_last codec_cuda_split_bf16_search) codec_taps_b1 codec_autotune profile profile_b1
 #
@@ -38,7 +38,7 @@ run_switches() {   # run_switches SETTING...: one batch-64 bf16 codec run per se
     local sw
     for sw in "$@"; do
         case $sw in
-            none) set -- ;;
+            none) set -- "${peer[@]}" ;;   # the defaults
             all) set -- --switch compiled_taps=True --switch compiled_channels_last=True \
                      --switch cuda_split_bf16_search=True "${peer[@]}" ;;
             *) set -- --switch "$sw=True" ;;
@@ -51,6 +51,7 @@ run_switches() {   # run_switches SETTING...: one batch-64 bf16 codec run per se
 for s in "${steps[@]}"; do
     case $s in
         tests) step tests 420 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py ;;
+        tests_codec) step tests_codec 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "codec or search" ;;
         # the default model's shapes (song-mini, 8 x 1024 codes at 40 Hz) with random weights: its 62 MB file
         # does not fit in a device call's 64 MiB working tree
         song) step song 240 python3 benchmarks/song_speed.py --device cuda --model random --batch-sizes 1 \
@@ -82,8 +83,8 @@ for s in "${steps[@]}"; do
         codec_tm) step codec_tm 540 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 64 --dtypes bf16 \
                       --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile --cuda-graphs \
                       --switch cuda_time_major=True ;;
-        # the codec's speed switches (off by default until measured), batch 64 bf16 with the fp32-vs-bf16 code
-        # agreement: all (the official code beside), none, each alone; codec_switches runs these five
+        # the codec's speed switches, batch 64 bf16 with the fp32-vs-bf16 code agreement: all on (the official code
+        # beside), none set (the defaults, the official code beside), each turned on; codec_switches runs these five
         codec_switches) run_switches all none compiled_taps compiled_channels_last cuda_split_bf16_search ;;
         codec_all|codec_none|codec_compiled_taps|codec_compiled_channels_last|codec_cuda_split_bf16_search)
             run_switches "${s#codec_}" ;;
@@ -97,7 +98,7 @@ for s in "${steps[@]}"; do
                             --compile max-autotune-no-cudagraphs --cuda-graphs ;;
         profile) step profile 200 python3 benchmarks/profile_codec.py --batch 64 --dtype bf16 --compile --rows 40 ;;
         profile_b1) step profile_b1 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 --compile --rows 40 ;;
-        *) echo "unknown step $s (tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_taps_b1 codec_autotune profile profile_b1)"
+        *) echo "unknown step $s (tests tests_codec song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_taps_b1 codec_autotune profile profile_b1)"
            exit 2 ;;
     esac
 done
