@@ -83,6 +83,7 @@ SWITCHES = {
     "compiled_channels_last": ("audiocodec.nn.conv", "PaddedConv1d"),  # compiled bf16 convs as channels-last conv2d
     "compiled_taps": ("audiocodec.nn.vocos", "ConvNeXtBlock"),         # compiled depthwise conv as shifted taps
     "cuda_split_bf16_search": ("audiocodec.quantize.vq", "EuclideanCodebook"),  # VQ search as split-bf16 GEMM
+    "cuda_matmul_attention": ("audiocodec.nn.vocos", "AttnBlock"),     # pos_net attention as two bf16 matmuls
 }
 
 

@@ -31,7 +31,7 @@ def test_codec_speed_with_every_switch_and_the_code_check():
     out = _run("codec_speed.py", "--device", "cpu", "--seconds", "0.3", "--repeats", "1", "--threads", "2",
                "--models", "wavtokenizer-75", "--peers", "none", "--dtypes", "fp32", "bf16",
                "--switch", "compiled_taps=True", "--switch", "compiled_channels_last=True",
-               "--switch", "cuda_split_bf16_search=True")
+               "--switch", "cuda_split_bf16_search=True", "--switch", "cuda_matmul_attention=True")
     rows = _table_rows(out, "ours/wavtokenizer-75")
     assert [r[2] for r in rows] == ["fp32", "bf16"]
     assert all(float(r[3].replace(",", "")) > 0 and float(r[4].split()[0].replace(",", "")) > 0 for r in rows)

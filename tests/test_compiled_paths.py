@@ -1,7 +1,7 @@
 """The formulations that compiled CUDA inference takes (``PaddedConv1d.compiled_channels_last``: a
-channels-last conv2d; ``ConvNeXtBlock.compiled_taps``: the depthwise conv as shifted multiply-adds) compute the
-reference ops. Checked here on the CPU, eager and through inductor's CPU code; tests/test_gpu.py checks a
-compiled codec on CUDA against eager."""
+channels-last conv2d; ``ConvNeXtBlock.compiled_taps``: the depthwise conv as shifted multiply-adds;
+``AttnBlock.cuda_matmul_attention``: attention as two matmuls) compute the reference ops. Checked here on the CPU,
+eager and through inductor's CPU code; tests/test_gpu.py checks a compiled codec on CUDA against eager."""
 import itertools
 
 import pytest
@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from audiocodec.nn import ConvNeXtBlock, PaddedConv1d
 from audiocodec.nn.conv import compiled_cuda_inference, depthwise_conv1d_taps, reduced_precision
+from audiocodec.nn.vocos import AttnBlock, ResBlock, matmul_attention
 
 
 @pytest.mark.parametrize("k,padding,bias", [(7, 3, True), (3, 1, False), (5, 0, True), (1, 0, True)])
@@ -77,3 +78,39 @@ def test_the_compiled_cuda_paths_apply_only_where_meant():
 
     torch.compile(probe, backend="eager")(x)
     assert seen == [False]  # being compiled, but not for CUDA
+
+
+def test_matmul_attention_equals_sdpa():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 40, 24) for _ in range(3))
+    ref = F.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(matmul_attention(q, k, v), ref, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = matmul_attention(q, k, v)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=3e-2, atol=3e-2)
+    with pytest.raises(AssertionError):  # the check can fail: another attention (no scaling) is told apart
+        torch.testing.assert_close(torch.softmax(q @ k.transpose(1, 2), -1) @ v, ref, rtol=1e-3, atol=1e-3)
+
+
+def test_pos_net_convs_are_the_official_zero_padded_convs():
+    """The pos_net's convs are PaddedConv1d (so that they take the convs' inference paths) computing what the
+    official ``nn.Conv1d(..., padding=k // 2)`` computes, eager and on the CPU's time-major path."""
+    torch.manual_seed(0)
+    block, attn = ResBlock(64, dropout=0.0).eval(), AttnBlock(64).eval()  # GroupNorm: 32 groups
+    x = torch.randn(2, 64, 30)
+
+    def official_res(x):
+        h = F.conv1d(F.silu(block.norm1(x)), block.conv1.weight, block.conv1.bias, padding=1)
+        return x + F.conv1d(F.silu(block.norm2(h)), block.conv2.weight, block.conv2.bias, padding=1)
+
+    def official_attn(x):
+        h = attn.norm(x)
+        q, k, v = (F.conv1d(h, c.weight, c.bias).transpose(1, 2) for c in (attn.q, attn.k, attn.v))
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+        return x + F.conv1d(h, attn.proj_out.weight, attn.proj_out.bias)
+
+    for grad in (True, False):  # training path; inference (time-major convs on the CPU)
+        with torch.set_grad_enabled(grad):
+            torch.testing.assert_close(block(x), official_res(x), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(attn(x), official_attn(x), rtol=1e-5, atol=1e-5)

@@ -5,7 +5,7 @@ import torch
 from torch._dynamo.comptime import comptime
 
 import audiocodec
-from audiocodec.nn import conv
+from audiocodec.nn import conv, vocos
 from helpers import synth_audio
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -71,6 +71,7 @@ def test_cuda_time_major_convs_match_the_default_path(monkeypatch, name, bf16):
 _TRACED = []
 _TAPS = conv.depthwise_conv1d_taps
 _CHANNELS_LAST = conv.PaddedConv1d._forward_channels_last
+_MATMUL_ATTENTION = vocos.matmul_attention
 
 
 def _traced_taps(*args):
@@ -83,19 +84,26 @@ def _traced_channels_last(self, x):
     return _CHANNELS_LAST(self, x)
 
 
+def _traced_matmul_attention(q, k, v):
+    comptime(lambda ctx: _TRACED.append("matmul_attention"))
+    return _MATMUL_ATTENTION(q, k, v)
+
+
 @cuda
 @pytest.mark.parametrize("bf16", [False, True])
 def test_compiled_codec_matches_eager(monkeypatch, bf16):
     """Codec.compile() for CUDA inference with ConvNeXtBlock.compiled_taps (the depthwise convs as shifted taps, any
-    dtype) and PaddedConv1d.compiled_channels_last (bf16: the convs as channels-last conv2d): the eager codes and
-    audio up to float rounding, under CUDA graphs too."""
-    from audiocodec.nn import vocos
+    dtype), PaddedConv1d.compiled_channels_last (bf16: the convs, the pos_net's too, as channels-last conv2d) and
+    AttnBlock.cuda_matmul_attention (bf16: two matmuls): the eager codes and audio up to float rounding, under
+    CUDA graphs too."""
     from audiocodec.nn.conv import PaddedConv1d
     monkeypatch.setattr(vocos.ConvNeXtBlock, "compiled_taps", True)
     monkeypatch.setattr(PaddedConv1d, "compiled_channels_last", True)
+    monkeypatch.setattr(vocos.AttnBlock, "cuda_matmul_attention", True)
     _TRACED.clear()
     monkeypatch.setattr(vocos, "depthwise_conv1d_taps", _traced_taps)
     monkeypatch.setattr(PaddedConv1d, "_forward_channels_last", _traced_channels_last)
+    monkeypatch.setattr(vocos, "matmul_attention", _traced_matmul_attention)
     codec = _seeded("wavtokenizer-75")
     wav = synth_audio(1.5, batch=3, seed=2).cuda()
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
@@ -109,7 +117,23 @@ def test_compiled_codec_matches_eager(monkeypatch, bf16):
                 audio = codec.decode(ref_codes).float()
                 assert (codes == ref_codes.tokens).float().mean() > (0.97 if bf16 else 0.99)
                 assert (audio - ref_audio).norm() / ref_audio.norm() < (3e-2 if bf16 else 1e-3)  # wrong paths: O(1)
-    assert "taps" in _TRACED and (("channels_last" in _TRACED) == bf16)
+    assert "taps" in _TRACED and (("channels_last" in _TRACED) == bf16) and (("matmul_attention" in _TRACED) == bf16)
+
+
+@cuda
+def test_matmul_attention_decodes_as_the_fused_attention(monkeypatch):
+    """AttnBlock.cuda_matmul_attention under bf16 autocast: the audio of PyTorch's attention in bf16 and within
+    bf16 rounding of the fp32 decode."""
+    codec = _seeded("wavtokenizer-75")
+    codes = codec.encode(synth_audio(1.5, batch=3, seed=2).cuda())
+    with torch.no_grad():
+        ref = codec.decode(codes)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            fused = codec.decode(codes).float()
+            monkeypatch.setattr(vocos.AttnBlock, "cuda_matmul_attention", True)
+            matmuls = codec.decode(codes).float()
+    rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    assert rel(matmuls, fused) < 3e-2 and rel(matmuls, ref) < 3e-2  # a wrong attention: O(1)
 
 
 @cuda

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import compiled_cuda_inference, depthwise_conv1d_taps, onednn_dtype, packed_linear
+from .conv import PaddedConv1d, compiled_cuda_inference, depthwise_conv1d_taps, onednn_dtype, packed_linear, \
+    reduced_precision
 
 
 def _packed(x: torch.Tensor, linear: nn.Linear, dtype: torch.dtype, gelu: bool = False) -> torch.Tensor:
@@ -84,16 +85,23 @@ def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
 
 
+def _conv(in_channels: int, out_channels: int, kernel_size: int) -> PaddedConv1d:
+    """A zero-padded "same" conv (``nn.Conv1d(..., padding=kernel_size // 2)`` of the official code, odd
+    ``kernel_size``) as a :class:`~audiocodec.nn.conv.PaddedConv1d`, so that it takes the convs' inference paths
+    (time-major on the CPU, channels-last when compiled for CUDA in bf16). Same parameters and names."""
+    return PaddedConv1d(in_channels, out_channels, kernel_size, pad_mode="constant")
+
+
 class ResBlock(nn.Module):
     """GroupNorm -> swish -> conv3 -> GroupNorm -> swish -> dropout -> conv3, residual. ``[B, C, T]``."""
 
     def __init__(self, channels: int, dropout: float = 0.1):
         super().__init__()
         self.norm1 = _group_norm(channels)
-        self.conv1 = nn.Conv1d(channels, channels, 3, padding=1)
+        self.conv1 = _conv(channels, channels, 3)
         self.norm2 = _group_norm(channels)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv1d(channels, channels, 3, padding=1)
+        self.conv2 = _conv(channels, channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -101,25 +109,45 @@ class ResBlock(nn.Module):
         return x + h
 
 
+def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Single-head attention ``softmax(q k^T / sqrt(C)) v`` of ``q, k, v [B, T, C]`` as two matmuls in the
+    inputs' precision (autocast's when on; fp32 accumulation) and a softmax in fp32: ``[B, T, C]``. Under bf16
+    autocast this is what the official WavTokenizer code computes (``torch.bmm``, softmax, ``torch.bmm``)."""
+    scores = torch.matmul(q, k.transpose(1, 2))
+    weights = torch.softmax(scores.float() * q.shape[-1] ** -0.5, dim=-1)
+    return torch.matmul(weights.to(scores.dtype), v)
+
+
 class AttnBlock(nn.Module):
     """Single-head self-attention over time with 1x1-conv projections, residual. ``[B, C, T]``.
 
-    Uses PyTorch's fused scaled-dot-product attention.
+    Uses PyTorch's fused scaled-dot-product attention (or, see :attr:`cuda_matmul_attention`, two matmuls).
     """
+
+    #: CUDA inference in bf16 / fp16: the attention as :func:`matmul_attention` (two tensor-core matmuls)
+    #: instead of ``F.scaled_dot_product_attention``, which for this single head of 768 channels has no fused
+    #: kernel and, compiled, runs PyTorch's math attention, which computes bf16 inputs in fp32 (two fp32 GEMMs,
+    #: 2.3 of 22.7 ms of a compiled batch-64 bf16 decode on an H200). Off until measured on a GPU
+    #: (``benchmarks/codec_speed.py --switch cuda_matmul_attention=True``).
+    cuda_matmul_attention = False
 
     def __init__(self, channels: int):
         super().__init__()
         self.norm = _group_norm(channels)
-        self.q = nn.Conv1d(channels, channels, 1)
-        self.k = nn.Conv1d(channels, channels, 1)
-        self.v = nn.Conv1d(channels, channels, 1)
-        self.proj_out = nn.Conv1d(channels, channels, 1)
+        self.q = _conv(channels, channels, 1)
+        self.k = _conv(channels, channels, 1)
+        self.v = _conv(channels, channels, 1)
+        self.proj_out = _conv(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(x)
         q, k, v = (proj(h).transpose(1, 2) for proj in (self.q, self.k, self.v))  # [B, T, C]
-        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
-        return x + self.proj_out(h)
+        if (self.cuda_matmul_attention and q.is_cuda and not torch.is_grad_enabled()
+                and reduced_precision(q)):
+            h = matmul_attention(q, k, v)
+        else:
+            h = F.scaled_dot_product_attention(q, k, v)
+        return x + self.proj_out(h.transpose(1, 2))
 
 
 def build_pos_net(channels: int, dropout: float = 0.1) -> nn.Sequential:
@@ -144,7 +172,7 @@ class VocosBackbone(nn.Module):
                  attention: bool = False, dropout: float = 0.1):
         super().__init__()
         self.input_channels, self.dim = input_channels, dim
-        self.embed = nn.Conv1d(input_channels, dim, kernel_size=7, padding=3)
+        self.embed = _conv(input_channels, dim, 7)
         self.adanorm = adanorm_num_embeddings is not None
         self.norm = AdaLayerNorm(adanorm_num_embeddings, dim) if self.adanorm else nn.LayerNorm(dim, eps=1e-6)
         scale = layer_scale_init_value or 1 / num_layers

@@ -8,7 +8,8 @@
 #
 # steps: tests tests_codec song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
 #        train_compiled_loose codec codec_tm codec_switches (= codec_all codec_none codec_compiled_taps
-#        codec_compiled_channels_last codec_cuda_split_bf16_search) codec_taps_b1 codec_autotune profile profile_b1
+#        codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention) codec_taps_b1
+#        codec_autotune profile profile_b1
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
 # that order (about 15 minutes with the compiles: split them over two calls).
@@ -40,7 +41,7 @@ run_switches() {   # run_switches SETTING...: one batch-64 bf16 codec run per se
         case $sw in
             none) set -- "${peer[@]}" ;;   # the defaults
             all) set -- --switch compiled_taps=True --switch compiled_channels_last=True \
-                     --switch cuda_split_bf16_search=True "${peer[@]}" ;;
+                     --switch cuda_split_bf16_search=True --switch cuda_matmul_attention=True "${peer[@]}" ;;
             *) set -- --switch "$sw=True" ;;
         esac
         step "codec_$sw" 150 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 64 --dtypes bf16 \
@@ -84,9 +85,11 @@ for s in "${steps[@]}"; do
                       --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile --cuda-graphs \
                       --switch cuda_time_major=True ;;
         # the codec's speed switches, batch 64 bf16 with the fp32-vs-bf16 code agreement: all on (the official code
-        # beside), none set (the defaults, the official code beside), each turned on; codec_switches runs these five
-        codec_switches) run_switches all none compiled_taps compiled_channels_last cuda_split_bf16_search ;;
-        codec_all|codec_none|codec_compiled_taps|codec_compiled_channels_last|codec_cuda_split_bf16_search)
+        # beside), none set (the defaults, the official code beside), each turned on; codec_switches runs these six
+        codec_switches) run_switches all none compiled_taps compiled_channels_last cuda_split_bf16_search \
+                                     cuda_matmul_attention ;;
+        codec_all|codec_none|codec_compiled_taps|codec_compiled_channels_last|codec_cuda_split_bf16_search|\
+        codec_cuda_matmul_attention)
             run_switches "${s#codec_}" ;;
         # the taps at batch 1 fp32, the official code beside
         codec_taps_b1) step codec_taps_b1 200 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 \
@@ -98,7 +101,7 @@ for s in "${steps[@]}"; do
                             --compile max-autotune-no-cudagraphs --cuda-graphs ;;
         profile) step profile 200 python3 benchmarks/profile_codec.py --batch 64 --dtype bf16 --compile --rows 40 ;;
         profile_b1) step profile_b1 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 --compile --rows 40 ;;
-        *) echo "unknown step $s (tests tests_codec song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_taps_b1 codec_autotune profile profile_b1)"
+        *) echo "unknown step $s (tests tests_codec song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_taps_b1 codec_autotune profile profile_b1)"
            exit 2 ;;
     esac
 done
