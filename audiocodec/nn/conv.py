@@ -301,6 +301,10 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
             return self._forward_time_major(x)
         if x.dim() == 3 and self.compiled_channels_last and compiled_cuda_inference(x) and reduced_precision(x):
             return self._forward_channels_last(x)
+        if self.pad_mode == "constant":
+            left, right = self._padding(x.shape[-1])
+            if left == right:  # zero "same" padding: the conv pads, no padded copy
+                return F.conv1d(x, self.weight, self.bias, self.stride, left, self.dilation, self.groups)
         if x.shape[-1] >= self.long_input and self.pad_mode in ("reflect", "replicate", "constant"):
             return self._forward_long(x)
         return super().forward(self.pad_input(x))
