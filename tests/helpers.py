@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch._dynamo.comptime import comptime
 
 
 def synth_audio(seconds: float = 1.0, sample_rate: int = 24000, batch: int = 1, seed: int = 0) -> torch.Tensor:
@@ -88,3 +89,42 @@ def tiny_lm(seed: int = 0, vocab_size: int = 40, **kw):
     args = dict(vocab_size=vocab_size, dim=32, num_layers=2, num_heads=4, init_std=0.2)
     args.update(kw)
     return TransformerLM(**args).eval()
+
+
+# Probes of the paths a compiled codec takes. They record at trace time (torch._dynamo.comptime, whose function may
+# name globals but no closure variables): a list appended at run time would be guarded by its length and recompile
+# the codec on every call, inside a CUDA-graph capture too.
+TRACED: list = []
+_ORIGINALS: dict = {}
+
+
+def _traced_taps(*args):
+    comptime(lambda ctx: TRACED.append("taps"))
+    return _ORIGINALS["taps"](*args)
+
+
+def _traced_channels_last(self, x):
+    comptime(lambda ctx: TRACED.append("channels_last"))
+    return _ORIGINALS["channels_last"](self, x)
+
+
+def _traced_matmul_attention(q, k, v):
+    comptime(lambda ctx: TRACED.append("matmul_attention"))
+    return _ORIGINALS["matmul_attention"](q, k, v)
+
+
+def probe_compiled_paths(monkeypatch) -> list:
+    """Turn on the compiled CUDA inference formulations (``ConvNeXtBlock.compiled_taps``,
+    ``PaddedConv1d.compiled_channels_last``, ``AttnBlock.cuda_matmul_attention``) and wrap each in a probe;
+    returns the (cleared) list that names each one traced."""
+    from audiocodec.nn import conv, vocos
+    _ORIGINALS.update(taps=conv.depthwise_conv1d_taps, channels_last=conv.PaddedConv1d._forward_channels_last,
+                      matmul_attention=vocos.matmul_attention)
+    monkeypatch.setattr(vocos.ConvNeXtBlock, "compiled_taps", True)
+    monkeypatch.setattr(conv.PaddedConv1d, "compiled_channels_last", True)
+    monkeypatch.setattr(vocos.AttnBlock, "cuda_matmul_attention", True)
+    monkeypatch.setattr(vocos, "depthwise_conv1d_taps", _traced_taps)
+    monkeypatch.setattr(conv.PaddedConv1d, "_forward_channels_last", _traced_channels_last)
+    monkeypatch.setattr(vocos, "matmul_attention", _traced_matmul_attention)
+    TRACED.clear()
+    return TRACED

@@ -114,3 +114,32 @@ def test_pos_net_convs_are_the_official_zero_padded_convs():
         with torch.set_grad_enabled(grad):
             torch.testing.assert_close(block(x), official_res(x), rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(attn(x), official_attn(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_compiled_cuda_formulations_decode_as_eager_through_inductor(monkeypatch):
+    """The decoder as compiled for CUDA inference in bf16 (the depthwise convs as taps, every conv, the pos_net's
+    too, as a channels-last conv2d), here through inductor's CPU code with the compiled-CUDA test made true for CPU
+    tensors: the eager decode's audio up to bf16 rounding. Catches a formulation's shape, layout or padding error
+    before GPU time (tests/test_gpu.py runs the real thing)."""
+    import audiocodec
+    from audiocodec.nn import conv, vocos
+    from helpers import probe_compiled_paths, synth_audio
+    traced = probe_compiled_paths(monkeypatch)
+
+    def compiled_inference(x):
+        return torch.compiler.is_compiling() and not torch.is_grad_enabled()
+
+    monkeypatch.setattr(conv, "compiled_cuda_inference", compiled_inference)
+    monkeypatch.setattr(vocos, "compiled_cuda_inference", compiled_inference)
+    torch.manual_seed(0)
+    codec = audiocodec.build_codec("wavtokenizer-75").prepare_for_inference()
+    codes = codec.encode(synth_audio(0.5, seed=3))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = codec.decode(codes).float()
+        codec.compile(dynamic=False)
+        out = codec.decode(codes).float()
+    assert out.shape == ref.shape
+    assert (out - ref).norm() / ref.norm() < 3e-2  # a wrong tap, layout or padding: O(1)
+    assert "taps" in traced and "channels_last" in traced
+    pos_net = codec.decoder.backbone.pos_net
+    assert traced.count("channels_last") >= 1 + sum(isinstance(m, conv.PaddedConv1d) for m in pos_net.modules())

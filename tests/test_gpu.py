@@ -2,11 +2,10 @@
 the same codes and audio as the plain fp32 path; graphed LM decoding gives the same tokens as eager."""
 import pytest
 import torch
-from torch._dynamo.comptime import comptime
 
 import audiocodec
-from audiocodec.nn import conv, vocos
-from helpers import synth_audio
+from audiocodec.nn import vocos
+from helpers import probe_compiled_paths, synth_audio
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -65,30 +64,6 @@ def test_cuda_time_major_convs_match_the_default_path(monkeypatch, name, bf16):
             assert (codec.encode(wav).tokens == ref_codes).float().mean() > (0.97 if bf16 else 0.99)
 
 
-# Probes of the paths the compiled codec takes. They record at trace time (torch._dynamo.comptime, whose function
-# may name globals but no closure variables): a list appended at run time would be guarded by its length and
-# recompile the codec on every call, inside a CUDA-graph capture too.
-_TRACED = []
-_TAPS = conv.depthwise_conv1d_taps
-_CHANNELS_LAST = conv.PaddedConv1d._forward_channels_last
-_MATMUL_ATTENTION = vocos.matmul_attention
-
-
-def _traced_taps(*args):
-    comptime(lambda ctx: _TRACED.append("taps"))
-    return _TAPS(*args)
-
-
-def _traced_channels_last(self, x):
-    comptime(lambda ctx: _TRACED.append("channels_last"))
-    return _CHANNELS_LAST(self, x)
-
-
-def _traced_matmul_attention(q, k, v):
-    comptime(lambda ctx: _TRACED.append("matmul_attention"))
-    return _MATMUL_ATTENTION(q, k, v)
-
-
 @cuda
 @pytest.mark.parametrize("bf16", [False, True])
 def test_compiled_codec_matches_eager(monkeypatch, bf16):
@@ -96,14 +71,7 @@ def test_compiled_codec_matches_eager(monkeypatch, bf16):
     dtype), PaddedConv1d.compiled_channels_last (bf16: the convs, the pos_net's too, as channels-last conv2d) and
     AttnBlock.cuda_matmul_attention (bf16: two matmuls): the eager codes and audio up to float rounding, under
     CUDA graphs too."""
-    from audiocodec.nn.conv import PaddedConv1d
-    monkeypatch.setattr(vocos.ConvNeXtBlock, "compiled_taps", True)
-    monkeypatch.setattr(PaddedConv1d, "compiled_channels_last", True)
-    monkeypatch.setattr(vocos.AttnBlock, "cuda_matmul_attention", True)
-    _TRACED.clear()
-    monkeypatch.setattr(vocos, "depthwise_conv1d_taps", _traced_taps)
-    monkeypatch.setattr(PaddedConv1d, "_forward_channels_last", _traced_channels_last)
-    monkeypatch.setattr(vocos, "matmul_attention", _traced_matmul_attention)
+    traced = probe_compiled_paths(monkeypatch)
     codec = _seeded("wavtokenizer-75")
     wav = synth_audio(1.5, batch=3, seed=2).cuda()
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
@@ -117,7 +85,7 @@ def test_compiled_codec_matches_eager(monkeypatch, bf16):
                 audio = codec.decode(ref_codes).float()
                 assert (codes == ref_codes.tokens).float().mean() > (0.97 if bf16 else 0.99)
                 assert (audio - ref_audio).norm() / ref_audio.norm() < (3e-2 if bf16 else 1e-3)  # wrong paths: O(1)
-    assert "taps" in _TRACED and (("channels_last" in _TRACED) == bf16) and (("matmul_attention" in _TRACED) == bf16)
+    assert "taps" in traced and (("channels_last" in traced) == bf16) and (("matmul_attention" in traced) == bf16)
 
 
 @cuda
