@@ -52,7 +52,7 @@ run_switches() {   # run_switches SETTING...: one batch-64 bf16 codec run per se
 for s in "${steps[@]}"; do
     case $s in
         tests) step tests 420 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py ;;
-        tests_codec) step tests_codec 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "codec or search" ;;
+        tests_codec) step tests_codec 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "codec or search or attention" ;;
         # the default model's shapes (song-mini, 8 x 1024 codes at 40 Hz) with random weights: its 62 MB file
         # does not fit in a device call's 64 MiB working tree
         song) step song 240 python3 benchmarks/song_speed.py --device cuda --model random --batch-sizes 1 \
