@@ -18,7 +18,10 @@ sooner). Guidance (``--cfg-scale``, default 3 as :class:`~audiocodec.song.SongOp
 batch. Decoding steps per second of audio: ``frame_rate x frame_columns`` (2 for the interleaving modes).
 Modes: ``eager``; ``graphs`` (rows ``graphs/S``): the whole step replayed from CUDA graphs, ``S`` steps per
 captured graph (``--steps-per-graph``). Times are whole ``generate_tokens`` calls (conditioning, prefill,
-capture included). Prints a table; ``--json`` writes it.
+capture included). The peer (``--peers hf``, default): Hugging Face ``generate`` on the MusicGen decoder (which
+SongGen builds on) of the same shape, in the same process (rows ``hf-musicgen``): one track in the delay pattern,
+the same work per second of audio as our ``mixed`` mode (``--mode mixed``; the interleaving modes decode two tracks,
+two steps a frame). Prints a table; ``--json`` writes it.
 """
 from __future__ import annotations
 
@@ -60,6 +63,49 @@ def random_model(args) -> SongModel:
                      window_frames=int(task.get("max_frames", 750)))
 
 
+def hf_peer_rows(model: SongModel, args, device, dtype) -> list[dict]:
+    """The peer: Hugging Face ``generate`` on a ``MusicgenForCausalLM`` of the song LM's shape (width, layers,
+    heads, a GELU FFN of our SwiGLU's parameters, K codebooks of our vocabulary; random weights) cross-attending to a
+    memory as long as our conditions' (lyrics and description characters), sampling top-k ``args.top_k``; the delay
+    pattern takes ``frames + K - 1`` steps a song. Guidance doubles its rows as it doubles ours (the cond / uncond
+    rows sampled apart: the same work). Timed as our rows are (whole calls, best of ``args.repeats`` after a warm-up).
+    Its cache is the dynamic one: MusicGen's ``generate`` fails with a static cache in transformers 5.25
+    (``index_copy_(): index out of bounds``)."""
+    import transformers
+    lm, k = model.lm, model.layout.num_codebooks
+    ffn = lm.layers[0].mlp.down_proj.in_features * 3 // 2
+    frames = int(args.seconds * model.frame_rate)
+    cfg = transformers.MusicgenDecoderConfig(
+        vocab_size=lm.vocab_size, hidden_size=lm.dim, num_hidden_layers=lm.num_layers, num_attention_heads=lm.num_heads,
+        ffn_dim=ffn, num_codebooks=k, max_position_embeddings=frames + k + 8, pad_token_id=lm.vocab_size,
+        bos_token_id=lm.vocab_size, eos_token_id=None, activation_function="gelu")
+    peer = transformers.MusicgenForCausalLM(cfg).to(device=device, dtype=dtype).eval()
+    print(f"peer hf-musicgen: MusicgenForCausalLM {sum(p.numel() for p in peer.parameters()) / 1e6:.1f}M parameters "
+          f"(our LM {sum(p.numel() for p in lm.parameters()) / 1e6:.1f}M), {k} codebooks, transformers "
+          f"{transformers.__version__}")
+    gen = transformers.GenerationConfig(max_new_tokens=frames + k - 1, do_sample=True,   # no EOS: runs them all
+                                        top_k=args.top_k, pad_token_id=lm.vocab_size, bos_token_id=lm.vocab_size,
+                                        decoder_start_token_id=lm.vocab_size, num_beams=1, num_return_sequences=1)
+    memory_len = len(LYRICS) + len(DESCRIPTION) + 2
+    rows = []
+    for batch in args.batch_sizes:
+        n = batch * (2 if args.cfg_scale != 1 else 1)
+        ids = torch.full((n * k, 1), lm.vocab_size, dtype=torch.long, device=device)
+        memory = torch.randn(n, memory_len, lm.dim, device=device, dtype=dtype)
+        with torch.no_grad():
+            def call():
+                return peer.generate(ids, generation_config=gen, encoder_hidden_states=memory)
+            call()   # warm-up
+            out, best = best_of(call, device, args.repeats)
+        got = out.shape[-1]   # [n, K, frames]: generate drops the start token and the delay pattern's tail
+        r = {"mode": "hf-musicgen", "batch": batch, "frames_per_row": got, "seconds": best,
+             "steps_per_s": gen.max_new_tokens / best, "realtime": batch * got / model.frame_rate / best}
+        rows.append(r)
+        print(f"{r['mode']:>11} {r['batch']:>6} {r['frames_per_row']:>11} {r['seconds']:>9.3f} "
+              f"{r['steps_per_s']:>12.0f} {r['realtime']:>11.1f}", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="song-mini",
@@ -74,6 +120,9 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=10.0, help="song duration generated per row")
     p.add_argument("--cfg-scale", type=float, default=3.0, help="guidance scale; 1 runs no unconditional pass")
     p.add_argument("--top-k", type=int, default=250)
+    p.add_argument("--peers", nargs="*", default=["hf"], choices=["hf"],
+                   help="hf: Hugging Face generate on a MusicgenForCausalLM of the same shape, in the same process "
+                        "(needs transformers; none: leave out)")
     add_decoding_args(p, dtype_help="of the decoder LM (the conditioners run in fp32)")
     args = p.parse_args(argv)
     device, dtype = apply_decoding_args(args)
@@ -118,6 +167,11 @@ def main(argv=None) -> int:
                                                           options=SongOptions(duration=args.seconds, **opts)),
                               f"{mode} batch {batch}", frames * layout.frame_columns // batch)
         song_generate.generate = plain_generate
+    if "hf" in args.peers:
+        try:
+            rows += hf_peer_rows(model, args, device, dtype)
+        except ImportError as e:
+            print(f"hf peer left out: {e}")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": str(device), "dtype": args.dtype, "song_mode": layout.mode,
                                                "cfg_scale": args.cfg_scale, "rows": rows}, indent=1))

@@ -62,10 +62,20 @@ def test_train_speed_times_our_step():
 
 @pytest.mark.parametrize("script,args", [
     ("tts_speed.py", ["--tokens", "6", "--peers"]),
-    ("song_speed.py", ["--model", "random", "--seconds", "0.2", "--cfg-scale", "1"]),
+    ("song_speed.py", ["--model", "random", "--seconds", "0.2", "--cfg-scale", "1", "--peers"]),
 ])
 def test_token_generation_benchmarks_run_eager(script, args):
     out = _run(script, "--device", "cpu", "--dtype", "float32", "--batch-sizes", "1", "--modes", "eager",
                "--repeats", "1", *args)
     rows = [line.split() for line in out.splitlines() if line.strip().startswith("eager")]
     assert rows and all(float(r[-2]) > 0 for r in rows)
+
+
+def test_song_speed_times_the_musicgen_peer_on_the_same_song_length():
+    out = _run("song_speed.py", "--device", "cpu", "--dtype", "float32", "--batch-sizes", "1", "--modes", "eager",
+               "--repeats", "1", "--model", "random", "--mode", "mixed", "--seconds", "0.2")
+    ours = [line.split() for line in out.splitlines() if line.strip().startswith("eager")]
+    peer = [line.split() for line in out.splitlines() if line.strip().startswith("hf-musicgen")]
+    assert "MusicgenForCausalLM" in out and len(ours) == len(peer) == 1
+    assert peer[0][2] == ours[0][2] == "8"          # frames per row: 0.2 s at 40 Hz, both
+    assert float(peer[0][-1]) > 0

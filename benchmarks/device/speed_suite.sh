@@ -6,7 +6,7 @@
 #
 #   benchmarks/device/speed_suite.sh OUT [STEP ...]
 #
-# steps: tests tests_codec song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
+# steps: tests tests_codec song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
 #        train_compiled_loose codec codec_tm codec_switches (= codec_all codec_none codec_compiled_taps
 #        codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention) codec_taps_b1
 #        codec_autotune profile profile_b1
@@ -20,7 +20,7 @@ mkdir -p "$out"
 . "$(dirname "$0")/setup.sh"
 export PYTHONWARNINGS=ignore
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(tests song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_taps_b1 profile profile_b1)
+[ ${#steps[@]} -eq 0 ] && steps=(tests song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_taps_b1 profile profile_b1)
 repo=.peers/WavTokenizer
 peer=()
 [ -d "$repo" ] && peer=(--wavtokenizer-repo "$repo")
@@ -57,6 +57,9 @@ for s in "${steps[@]}"; do
         # does not fit in a device call's 64 MiB working tree
         song) step song 240 python3 benchmarks/song_speed.py --device cuda --model random --batch-sizes 1 \
                   --modes compiled --steps-per-graph 8 --repeats 2 --profile ;;
+        # one track in the delay pattern: the same work per second of audio as the MusicGen peer's rows
+        song_mixed) step song_mixed 240 python3 benchmarks/song_speed.py --device cuda --model random --mode mixed \
+                        --batch-sizes 1 16 --modes compiled --steps-per-graph 8 --repeats 2 ;;
         # flash alone is not offered: it runs no masked attention (the conditioners', the cross-attention's)
         song_sdpa) for b in efficient math; do
                        step "song_$b" 200 python3 benchmarks/song_speed.py --device cuda --model random \
@@ -101,7 +104,7 @@ for s in "${steps[@]}"; do
                             --compile max-autotune-no-cudagraphs --cuda-graphs ;;
         profile) step profile 200 python3 benchmarks/profile_codec.py --batch 64 --dtype bf16 --compile --rows 40 ;;
         profile_b1) step profile_b1 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 --compile --rows 40 ;;
-        *) echo "unknown step $s (tests tests_codec song song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_taps_b1 codec_autotune profile profile_b1)"
+        *) echo "unknown step $s (tests tests_codec song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_taps_b1 codec_autotune profile profile_b1)"
            exit 2 ;;
     esac
 done
