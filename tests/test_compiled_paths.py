@@ -91,6 +91,9 @@ def test_matmul_attention_equals_sdpa():
     torch.testing.assert_close(out.float(), ref, rtol=3e-2, atol=3e-2)
     with pytest.raises(AssertionError):  # the check can fail: another attention (no scaling) is told apart
         torch.testing.assert_close(torch.softmax(q @ k.transpose(1, 2), -1) @ v, ref, rtol=1e-3, atol=1e-3)
+    q, k, v = (30 * torch.randn(1, 16, 768) for _ in range(3))  # unscaled fp16 scores would pass 65504
+    assert not torch.isfinite(q.half() @ k.half().transpose(1, 2)).all()
+    assert torch.isfinite(matmul_attention(q.half(), k.half(), v.half())).all()
 
 
 def test_pos_net_convs_are_the_official_zero_padded_convs():

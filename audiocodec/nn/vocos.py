@@ -112,9 +112,10 @@ class ResBlock(nn.Module):
 def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Single-head attention ``softmax(q k^T / sqrt(C)) v`` of ``q, k, v [B, T, C]`` as two matmuls in the
     inputs' precision (autocast's when on; fp32 accumulation) and a softmax in fp32: ``[B, T, C]``. Under bf16
-    autocast this is what the official WavTokenizer code computes (``torch.bmm``, softmax, ``torch.bmm``)."""
-    scores = torch.matmul(q, k.transpose(1, 2))
-    weights = torch.softmax(scores.float() * q.shape[-1] ** -0.5, dim=-1)
+    autocast this is what the official WavTokenizer code computes (``torch.bmm``, softmax, ``torch.bmm``); ``q`` is
+    scaled before the product, so that fp16 scores stay in range."""
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(1, 2))
+    weights = torch.softmax(scores.float(), dim=-1)
     return torch.matmul(weights.to(scores.dtype), v)
 
 
