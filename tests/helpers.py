@@ -118,8 +118,10 @@ def probe_compiled_paths(monkeypatch) -> list:
     ``PaddedConv1d.compiled_channels_last``, ``AttnBlock.cuda_matmul_attention``) and wrap each in a probe;
     returns the (cleared) list that names each one traced."""
     from audiocodec.nn import conv, vocos
-    _ORIGINALS.update(taps=conv.depthwise_conv1d_taps, channels_last=conv.PaddedConv1d._forward_channels_last,
-                      matmul_attention=vocos.matmul_attention)
+    originals = dict(taps=conv.depthwise_conv1d_taps, channels_last=conv.PaddedConv1d._forward_channels_last,
+                     matmul_attention=vocos.matmul_attention)
+    for name, fn in originals.items():   # the first call's: a second one in a test would see the probes
+        _ORIGINALS.setdefault(name, fn)
     monkeypatch.setattr(vocos.ConvNeXtBlock, "compiled_taps", True)
     monkeypatch.setattr(conv.PaddedConv1d, "compiled_channels_last", True)
     monkeypatch.setattr(vocos.AttnBlock, "cuda_matmul_attention", True)
