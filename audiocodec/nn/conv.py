@@ -264,13 +264,8 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         return (self.kernel_size[0] - 1) * self.dilation[0] + 1 - self.stride[0]
 
     def pad_input(self, x: torch.Tensor) -> torch.Tensor:
-        k_eff = (self.kernel_size[0] - 1) * self.dilation[0] + 1
-        total = self.padding_total
-        extra = extra_padding_for_conv1d(x.shape[-1], k_eff, self.stride[0], total)
-        if self.causal:
-            return pad1d(x, (total, extra), self.pad_mode)
-        right = total // 2
-        return pad1d(x, (total - right, right + extra), self.pad_mode)
+        """``x [B, C, L]`` with the padding of :meth:`_padding` (so that the conv gives ``ceil(L / stride)``)."""
+        return pad1d(x, self._padding(x.shape[-1]), self.pad_mode)
 
     #: inputs at least this long skip the padded copy (see :meth:`_forward_long`)
     long_input = 4096
@@ -310,7 +305,8 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         return super().forward(self.pad_input(x))
 
     def _padding(self, length: int) -> tuple[int, int]:
-        """(left, right) padding of an input of ``length`` samples, as :meth:`pad_input` pads it."""
+        """(left, right) padding of an input of ``length`` samples: causal, all ``(k - 1) * d + 1 - stride`` on the
+        left; otherwise split, the larger half on the left; plus what the last window needs on the right."""
         k_eff = (self.kernel_size[0] - 1) * self.dilation[0] + 1
         total = self.padding_total
         extra = extra_padding_for_conv1d(length, k_eff, self.stride[0], total)
