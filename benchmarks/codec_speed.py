@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import audiocodec  # noqa: E402
-from decoding_args import SWITCHES, set_switches, switches_off  # noqa: E402
+from decoding_args import add_switch_arg, set_switches, switches_off  # noqa: E402
 
 # GFLOP of the WavTokenizer-75 decoder per second of audio (issue #8), for the roofline fraction.
 WAVTOKENIZER_DECODER_GFLOP_PER_S = 9.6
@@ -230,8 +230,7 @@ def main(argv=None):
                    help="interleave the candidates over this many rounds of --repeats calls (CPU under load)")
     p.add_argument("--stat", default="median", choices=["median", "best"], help="time per call reported")
     p.add_argument("--json", default=None, help="also write the results here")
-    p.add_argument("--switch", action="append", default=[], metavar="NAME=VALUE",
-                   help=f"set a speed switch of our modules, e.g. compiled_taps=False ({', '.join(SWITCHES)})")
+    add_switch_arg(p)
     args = p.parse_args(argv)
     set_switches(args.switch)
     if args.threads:

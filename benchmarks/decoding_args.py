@@ -94,6 +94,12 @@ def _switch_owner(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
+def add_switch_arg(p: argparse.ArgumentParser) -> None:
+    """``--switch NAME=VALUE`` (repeatable; apply with :func:`set_switches`)."""
+    p.add_argument("--switch", action="append", default=[], metavar="NAME=VALUE",
+                   help=f"set a speed switch of our modules, e.g. compiled_taps=False ({', '.join(SWITCHES)})")
+
+
 def set_switches(items: list[str]) -> None:
     """Apply ``--switch NAME=VALUE`` items (:data:`SWITCHES`) for this process."""
     for name, value in key_values(items, "--switch").items():

@@ -14,7 +14,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import audiocodec  # noqa: E402
-from decoding_args import SWITCHES, set_switches  # noqa: E402
+from decoding_args import add_switch_arg, set_switches  # noqa: E402
 
 
 def main(argv=None):
@@ -25,8 +25,7 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rows", type=int, default=25)
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder first")
-    p.add_argument("--switch", action="append", default=[], metavar="NAME=VALUE",
-                   help=f"set a speed switch of our modules ({', '.join(SWITCHES)})")
+    add_switch_arg(p)
     args = p.parse_args(argv)
     set_switches(args.switch)
     torch.backends.cudnn.benchmark = True
