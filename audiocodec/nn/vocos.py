@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv import PaddedConv1d, compiled_cuda_inference, depthwise_conv1d_taps, onednn_dtype, packed_linear, \
-    reduced_precision
+    reduced_precision, split_k_linear
 
 
 def _packed(x: torch.Tensor, linear: nn.Linear, dtype: torch.dtype, gelu: bool = False) -> torch.Tensor:
@@ -62,6 +62,14 @@ class ConvNeXtBlock(nn.Module):
     #: session 10); off gives PyTorch's conv (``benchmarks/codec_speed.py --switch compiled_taps=False``).
     compiled_taps = True
 
+    #: under ``torch.compile`` for CUDA inference in fp32 on few frames (at most :attr:`split_k_rows` rows, e.g.
+    #: one 10 s clip: 750), compute ``pwconv2`` (2304 -> 768) as a split-K batched GEMM
+    #: (:func:`~audiocodec.nn.conv.split_k_linear`, slices of at least 512 inputs): its 750 x 768 output alone
+    #: gives cuBLAS's fp32 kernels ~36 tiles for a GPU's 132 SMs. Off until measured on a GPU
+    #: (``benchmarks/codec_speed.py --switch cuda_fp32_split_k=True``).
+    cuda_fp32_split_k = False
+    split_k_rows = 4096
+
     def forward(self, x: torch.Tensor, cond_id: int = 0) -> torch.Tensor:
         residual = x
         if self.compiled_taps and compiled_cuda_inference(x):
@@ -75,10 +83,23 @@ class ConvNeXtBlock(nn.Module):
             # CPU inference: prepacked oneDNN GEMMs, GELU fused into the first
             x = _packed(_packed(x, self.pwconv1, dtype, gelu=True), self.pwconv2, dtype)
         else:
-            x = self.pwconv2(self.act(self.pwconv1(x)))
+            x = self.act(self.pwconv1(x))
+            splits = self._splits(x)
+            x = (self.pwconv2(x) if splits == 1
+                 else split_k_linear(x, self.pwconv2.weight, self.pwconv2.bias, splits))
         if self.gamma is not None:
             x = self.gamma * x
         return residual + x.transpose(1, 2)
+
+
+    def _splits(self, h: torch.Tensor) -> int:
+        """How many slices of its inputs ``pwconv2`` takes for ``h [B, T, intermediate_dim]``
+        (:attr:`cuda_fp32_split_k`): 1 (a plain Linear) unless that applies."""
+        k = h.shape[-1]
+        if not (self.cuda_fp32_split_k and compiled_cuda_inference(h) and not reduced_precision(h)
+                and h.numel() // k <= self.split_k_rows):
+            return 1
+        return next(s for s in (4, 3, 2, 1) if k % s == 0 and k // s >= 512)
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:

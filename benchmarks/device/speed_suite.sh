@@ -8,8 +8,8 @@
 #
 # steps: tests tests_codec song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
 #        train_compiled_loose codec codec_tm codec_switches (= codec_all codec_none codec_compiled_taps
-#        codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention) codec_taps_b1
-#        codec_autotune profile profile_b1
+#        codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention) codec_b1_none
+#        codec_b1_all codec_b1_cuda_fp32_split_k codec_autotune profile profile_b1
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
 # that order (about 15 minutes with the compiles: split them over two calls).
@@ -20,7 +20,7 @@ mkdir -p "$out"
 . "$(dirname "$0")/setup.sh"
 export PYTHONWARNINGS=ignore
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(tests song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_taps_b1 profile profile_b1)
+[ ${#steps[@]} -eq 0 ] && steps=(tests song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_b1_none profile profile_b1)
 repo=.peers/WavTokenizer
 peer=()
 [ -d "$repo" ] && peer=(--wavtokenizer-repo "$repo")
@@ -35,16 +35,20 @@ step() {   # step NAME SECONDS COMMAND...: run it under a time limit into OUT/NA
     grep -E '^\||passed|failed|skipped|x realtime|steps/s|tokens/s|== |Error' "$out/$name.txt" | tail -25
 }
 
-run_switches() {   # run_switches SETTING...: one batch-64 bf16 codec run per setting (none, all or a switch name)
-    local sw
+run_switches() {   # run_switches BATCH DTYPE SETTING...: one codec run per setting (none, all or a switch name)
+    local batch=$1 dtype=$2 sw name
+    shift 2
     for sw in "$@"; do
         case $sw in
             none) set -- "${peer[@]}" ;;   # the defaults
             all) set -- --switch compiled_taps=True --switch compiled_channels_last=True \
-                     --switch cuda_split_bf16_search=True --switch cuda_matmul_attention=True "${peer[@]}" ;;
+                     --switch cuda_split_bf16_search=True --switch cuda_matmul_attention=True \
+                     --switch cuda_fp32_split_k=True "${peer[@]}" ;;
             *) set -- --switch "$sw=True" ;;
         esac
-        step "codec_$sw" 150 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 64 --dtypes bf16 \
+        name=codec_$sw
+        [ "$batch" = 1 ] && name=codec_b1_$sw
+        step "$name" 200 python3 benchmarks/codec_speed.py --device cuda --batch-sizes "$batch" --dtypes "$dtype" \
             --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile --cuda-graphs "$@"
     done
 }
@@ -89,22 +93,21 @@ for s in "${steps[@]}"; do
                       --switch cuda_time_major=True ;;
         # the codec's speed switches, batch 64 bf16 with the fp32-vs-bf16 code agreement: all on (the official code
         # beside), none set (the defaults, the official code beside), each turned on; codec_switches runs these six
-        codec_switches) run_switches all none compiled_taps compiled_channels_last cuda_split_bf16_search \
+        codec_switches) run_switches 64 bf16 all none compiled_taps compiled_channels_last cuda_split_bf16_search \
                                      cuda_matmul_attention ;;
         codec_all|codec_none|codec_compiled_taps|codec_compiled_channels_last|codec_cuda_split_bf16_search|\
         codec_cuda_matmul_attention)
-            run_switches "${s#codec_}" ;;
-        # the taps at batch 1 fp32, the official code beside
-        codec_taps_b1) step codec_taps_b1 200 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 \
-                           --dtypes fp32 --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile \
-                           --cuda-graphs --switch compiled_taps=True "${peer[@]}" ;;
+            run_switches 64 bf16 "${s#codec_}" ;;
+        # batch 1 fp32: the defaults (the official code beside), each switch that applies there, all
+        codec_b1_none|codec_b1_all|codec_b1_cuda_fp32_split_k)
+            run_switches 1 fp32 "${s#codec_b1_}" ;;
         # inductor's GEMM autotuning (Triton templates against cuBLAS) for the compiled codec; long compiles
         codec_autotune) step codec_autotune 540 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 \
                             --dtypes fp32 --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none \
                             --compile max-autotune-no-cudagraphs --cuda-graphs ;;
         profile) step profile 200 python3 benchmarks/profile_codec.py --batch 64 --dtype bf16 --compile --rows 40 ;;
         profile_b1) step profile_b1 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 --compile --rows 40 ;;
-        *) echo "unknown step $s (tests tests_codec song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_taps_b1 codec_autotune profile profile_b1)"
+        *) echo "unknown step $s (tests tests_codec song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_b1_none codec_b1_all codec_b1_cuda_fp32_split_k codec_autotune profile profile_b1)"
            exit 2 ;;
     esac
 done
