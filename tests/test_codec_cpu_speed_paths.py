@@ -70,6 +70,25 @@ def test_fused_resnet_block_equals_reference(true_skip):
         torch.testing.assert_close(block.forward_fused(owned, owned=True), ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("adanorm,scale", [(None, 0.5), (4, 0.5), (None, 0.0)])
+def test_time_major_convnext_block_equals_reference(adanorm, scale):
+    """ConvNeXtBlock on the CPU inference path (residual stream time-major, channels-last depthwise conv): the
+    reference block's output from either input layout, returned as a time-major view."""
+    from audiocodec.nn import ConvNeXtBlock
+    torch.manual_seed(0)
+    block = ConvNeXtBlock(32, 96, scale, adanorm).eval()
+    if adanorm:
+        torch.nn.init.normal_(block.norm.scale.weight)
+        torch.nn.init.normal_(block.norm.shift.weight)
+    x = torch.randn(2, 32, 41)
+    for inp in (x, x.transpose(1, 2).contiguous().transpose(1, 2)):
+        fast, ref = both(lambda: block(inp, 3) if adanorm else block(inp))
+        assert fast.shape == ref.shape and fast.stride(1) == 1
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(AssertionError):  # the check can fail: a one-sample shift of the depthwise conv
+        torch.testing.assert_close(fast, torch.roll(ref, 1, -1), atol=1e-5, rtol=1e-5)
+
+
 def test_nearest_code_is_the_euclidean_argmin():
     torch.manual_seed(0)
     x, embed = torch.randn(300, 16), torch.randn(512, 16)

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import PaddedConv1d, compiled_cuda_inference, depthwise_conv1d_taps, onednn_dtype, packed_linear, \
-    reduced_precision, split_k_linear
+from .conv import PaddedConv1d, TimeMajorWeights, _conv2d_weight, compiled_cuda_inference, cpu_inference, \
+    depthwise_conv1d_taps, onednn_dtype, packed_linear, reduced_precision, split_k_linear, time_major_4d
 
 
 def _packed(x: torch.Tensor, linear: nn.Linear, dtype: torch.dtype, gelu: bool = False) -> torch.Tensor:
@@ -33,8 +33,8 @@ class AdaLayerNorm(nn.Module):
         nn.init.zeros_(self.shift.weight)
 
     def forward(self, x: torch.Tensor, cond_id: int = 0) -> torch.Tensor:
-        x = F.layer_norm(x, (self.dim,), eps=self.eps)
-        return x * self.scale.weight[cond_id] + self.shift.weight[cond_id]
+        # the condition's scale and shift as LayerNorm's affine: one pass (the official code: norm, *, +)
+        return F.layer_norm(x, (self.dim,), self.scale.weight[cond_id], self.shift.weight[cond_id], self.eps)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -71,6 +71,8 @@ class ConvNeXtBlock(nn.Module):
     split_k_rows = 4096
 
     def forward(self, x: torch.Tensor, cond_id: int = 0) -> torch.Tensor:
+        if cpu_inference(x):
+            return self._forward_time_major(x, cond_id)
         residual = x
         if self.compiled_taps and compiled_cuda_inference(x):
             x = depthwise_conv1d_taps(x, self.dwconv.weight, self.dwconv.bias, self.dwconv.padding[0])
@@ -78,19 +80,40 @@ class ConvNeXtBlock(nn.Module):
             x = self.dwconv(x)
         x = x.transpose(1, 2)
         x = self.norm(x, cond_id) if self.adanorm else self.norm(x)
-        dtype = onednn_dtype(x)
-        if dtype is not None and type(self.act) is nn.GELU and self.act.approximate == "none":
-            # CPU inference: prepacked oneDNN GEMMs, GELU fused into the first
-            x = _packed(_packed(x, self.pwconv1, dtype, gelu=True), self.pwconv2, dtype)
-        else:
-            x = self.act(self.pwconv1(x))
-            splits = self._splits(x)
-            x = (self.pwconv2(x) if splits == 1
-                 else split_k_linear(x, self.pwconv2.weight, self.pwconv2.bias, splits))
+        x = self.act(self.pwconv1(x))
+        splits = self._splits(x)
+        x = self.pwconv2(x) if splits == 1 else split_k_linear(x, self.pwconv2.weight, self.pwconv2.bias, splits)
         if self.gamma is not None:
             x = self.gamma * x
         return residual + x.transpose(1, 2)
 
+
+    def _mlp(self, h: torch.Tensor) -> torch.Tensor:
+        """``pwconv2(act(pwconv1(h)))`` of ``h [B, T, C]`` on the CPU inference path (prepacked oneDNN GEMMs,
+        GELU fused into the first, where they apply)."""
+        dtype = onednn_dtype(h)
+        if dtype is not None and type(self.act) is nn.GELU and self.act.approximate == "none":
+            return _packed(_packed(h, self.pwconv1, dtype, gelu=True), self.pwconv2, dtype)
+        return self.pwconv2(self.act(self.pwconv1(h)))
+
+    def _forward_time_major(self, x: torch.Tensor, cond_id: int) -> torch.Tensor:
+        """CPU inference with the residual stream time-major (``[B, T, C]`` memory): the depthwise conv as a
+        channels-last conv2d (oneDNN's NHWC depthwise kernel; the NCL one and the LayerNorm of its transposed
+        output cost ~20x more), the LayerNorm on contiguous rows, the layer scale and residual in one pass.
+        ``x [B, C, T]`` (any layout) -> ``[B, C, T]``, a time-major view. Same operations as :meth:`forward`."""
+        conv = self.dwconv
+        w4 = TimeMajorWeights.get(conv, "w_cl", conv.weight, _conv2d_weight)
+        h = F.conv2d(time_major_4d(x), w4, conv.bias, padding=(0, conv.padding[0]), groups=conv.groups)
+        h = h.squeeze(2).transpose(1, 2)  # [B, T, C], contiguous
+        h = self._mlp(self.norm(h, cond_id) if self.adanorm else self.norm(h))
+        xt = x.transpose(1, 2)
+        dtype = torch.promote_types(x.dtype, h.dtype if self.gamma is None else
+                                    torch.promote_types(h.dtype, self.gamma.dtype))
+        # written in h's layout (into h itself unless autocast made it narrower than the residual stream), so
+        # that the output is time-major whatever x's layout
+        out = h if h.dtype == dtype else torch.empty_like(h, dtype=dtype)
+        out = torch.add(xt, h, out=out) if self.gamma is None else torch.addcmul(xt, self.gamma, h, out=out)
+        return out.transpose(1, 2)
 
     def _splits(self, h: torch.Tensor) -> int:
         """How many slices of its inputs ``pwconv2`` takes for ``h [B, T, intermediate_dim]``
