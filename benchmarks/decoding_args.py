@@ -84,7 +84,6 @@ SWITCHES = {
     "compiled_taps": ("audiocodec.nn.vocos", "ConvNeXtBlock"),         # compiled depthwise conv as shifted taps
     "cuda_split_bf16_search": ("audiocodec.quantize.vq", "EuclideanCodebook"),  # VQ search as split-bf16 GEMM
     "cuda_matmul_attention": ("audiocodec.nn.vocos", "AttnBlock"),     # pos_net attention as two bf16 matmuls
-    "cuda_fp32_split_k": ("audiocodec.nn.vocos", "ConvNeXtBlock"),    # few-frame fp32 pwconv2 as split-K bmm
 }
 
 

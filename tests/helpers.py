@@ -113,28 +113,20 @@ def _traced_matmul_attention(q, k, v):
     return _ORIGINALS["matmul_attention"](q, k, v)
 
 
-def _traced_split_k(*args):
-    comptime(lambda ctx: TRACED.append("split_k"))
-    return _ORIGINALS["split_k"](*args)
-
-
 def probe_compiled_paths(monkeypatch) -> list:
     """Turn on the compiled CUDA inference formulations (``ConvNeXtBlock.compiled_taps``,
-    ``PaddedConv1d.compiled_channels_last``, ``AttnBlock.cuda_matmul_attention``,
-    ``ConvNeXtBlock.cuda_fp32_split_k``) and wrap each in a probe;
+    ``PaddedConv1d.compiled_channels_last``, ``AttnBlock.cuda_matmul_attention``) and wrap each in a probe;
     returns the (cleared) list that names each one traced."""
     from audiocodec.nn import conv, vocos
     originals = dict(taps=conv.depthwise_conv1d_taps, channels_last=conv.PaddedConv1d._forward_channels_last,
-                     matmul_attention=vocos.matmul_attention, split_k=conv.split_k_linear)
+                     matmul_attention=vocos.matmul_attention)
     for name, fn in originals.items():   # the first call's: a second one in a test would see the probes
         _ORIGINALS.setdefault(name, fn)
     monkeypatch.setattr(vocos.ConvNeXtBlock, "compiled_taps", True)
     monkeypatch.setattr(conv.PaddedConv1d, "compiled_channels_last", True)
     monkeypatch.setattr(vocos.AttnBlock, "cuda_matmul_attention", True)
-    monkeypatch.setattr(vocos.ConvNeXtBlock, "cuda_fp32_split_k", True)
     monkeypatch.setattr(vocos, "depthwise_conv1d_taps", _traced_taps)
     monkeypatch.setattr(conv.PaddedConv1d, "_forward_channels_last", _traced_channels_last)
     monkeypatch.setattr(vocos, "matmul_attention", _traced_matmul_attention)
-    monkeypatch.setattr(vocos, "split_k_linear", _traced_split_k)
     TRACED.clear()
     return TRACED

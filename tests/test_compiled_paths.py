@@ -1,7 +1,6 @@
 """The formulations that compiled CUDA inference takes (``PaddedConv1d.compiled_channels_last``: a
 channels-last conv2d; ``ConvNeXtBlock.compiled_taps``: the depthwise conv as shifted multiply-adds;
-``AttnBlock.cuda_matmul_attention``: attention as two matmuls; ``ConvNeXtBlock.cuda_fp32_split_k``: a split-K
-batched GEMM) compute the reference ops. Checked here on the CPU,
+``AttnBlock.cuda_matmul_attention``: attention as two matmuls) compute the reference ops. Checked here on the CPU,
 eager and through inductor's CPU code; tests/test_gpu.py checks a compiled codec on CUDA against eager."""
 import itertools
 
@@ -10,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from audiocodec.nn import ConvNeXtBlock, PaddedConv1d
-from audiocodec.nn.conv import compiled_cuda_inference, depthwise_conv1d_taps, reduced_precision, split_k_linear
+from audiocodec.nn.conv import compiled_cuda_inference, depthwise_conv1d_taps, reduced_precision
 from audiocodec.nn.vocos import AttnBlock, ResBlock, matmul_attention
 
 
@@ -147,54 +146,3 @@ def test_the_compiled_cuda_formulations_decode_as_eager_through_inductor(monkeyp
     assert "taps" in traced and "channels_last" in traced
     pos_net = codec.decoder.backbone.pos_net
     assert traced.count("channels_last") >= 1 + sum(isinstance(m, conv.PaddedConv1d) for m in pos_net.modules())
-
-
-@pytest.mark.parametrize("splits,bias", [(1, True), (2, False), (4, True), (3, True)])
-def test_split_k_linear_equals_the_linear(splits, bias):
-    torch.manual_seed(0)
-    x, w = torch.randn(2, 37, 48), torch.randn(20, 48)
-    b = torch.randn(20) if bias else None
-    out = split_k_linear(x, w, b, splits)
-    assert out.shape == (2, 37, 20)
-    torch.testing.assert_close(out, F.linear(x, w, b), rtol=1e-5, atol=1e-4)
-    compiled = torch.compile(split_k_linear, dynamic=False)
-    torch.testing.assert_close(compiled(x, w, b, splits), F.linear(x, w, b), rtol=1e-5, atol=1e-4)
-    # the check can fail: slices paired with the wrong weight columns are told apart
-    wrong = torch.bmm(x.reshape(-1, splits, 48 // splits).transpose(0, 1),
-                      w.view(20, 48 // splits, splits).permute(2, 1, 0)).sum(0).view(2, 37, 20)
-    if splits > 1:
-        assert not torch.allclose(wrong + (b if bias else 0), F.linear(x, w, b), atol=1e-2)
-
-
-def test_the_split_k_block_compiles_to_the_block_and_applies_only_to_few_fp32_rows(monkeypatch):
-    """ConvNeXtBlock.cuda_fp32_split_k, compiled through inductor's CPU code with the compiled-CUDA test made true
-    for CPU tensors: the eager block's output; taken for fp32 inputs of at most split_k_rows rows only, and with
-    slices of at least 512 inputs."""
-    from audiocodec.nn import vocos
-    from helpers import probe_compiled_paths
-    traced = probe_compiled_paths(monkeypatch)
-    monkeypatch.setattr(vocos, "compiled_cuda_inference",
-                        lambda x: torch.compiler.is_compiling() and not torch.is_grad_enabled())
-    torch.manual_seed(0)
-    block = ConvNeXtBlock(64, 2048, 0.5).eval()
-    assert block._splits(torch.randn(1, 10, 2048)) == 1  # eager: the plain Linear
-    x = torch.randn(2, 64, 50)
-    with torch.no_grad():
-        ref = block(x)
-        compiled = torch.compile(block, dynamic=False)
-        torch.testing.assert_close(compiled(x), ref, rtol=1e-4, atol=1e-4)
-        assert traced == ["taps", "split_k"]
-        traced.clear()
-        monkeypatch.setattr(ConvNeXtBlock, "split_k_rows", 99)  # 100 rows: too many
-        torch._dynamo.reset()
-        torch.testing.assert_close(torch.compile(block, dynamic=False)(x), ref, rtol=1e-4, atol=1e-4)
-        assert traced == ["taps"]
-        traced.clear()
-        torch._dynamo.reset()
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16: tensor-core GEMMs fill the GPU anyway
-            torch.compile(block, dynamic=False)(x)
-        assert "split_k" not in traced
-    monkeypatch.setattr(vocos, "compiled_cuda_inference", lambda x: True)
-    monkeypatch.setattr(ConvNeXtBlock, "split_k_rows", 4096)
-    assert {k: block._splits(torch.randn(1, 10, k)) for k in (768, 1024, 1536, 2304, 2048)} == \
-        {768: 1, 1024: 2, 1536: 3, 2304: 4, 2048: 4}

@@ -203,22 +203,6 @@ def depthwise_conv1d_taps(x: torch.Tensor, weight: torch.Tensor, bias: Optional[
     return y.to(out_dtype)
 
 
-def split_k_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                   splits: int) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` for ``x [..., K]`` and ``weight [N, K]`` (``K`` divisible by ``splits``) as
-    ``splits`` partial products over slices of ``K``, one batched GEMM, summed: ``[..., N]``. A GEMM of few rows
-    and columns (``x`` of one clip: 750 rows x 768 outputs) fills a GPU's SMs with ``splits`` times as many output
-    tiles this way; the sum is one small kernel that inductor fuses with what follows
-    (:attr:`~audiocodec.nn.vocos.ConvNeXtBlock.cuda_fp32_split_k`). Equal to ``F.linear`` up to float rounding."""
-    n, k = weight.shape
-    xs = x.reshape(-1, splits, k // splits).transpose(0, 1)  # [splits, M, K / splits]
-    ws = weight.view(n, splits, k // splits).permute(1, 2, 0)  # [splits, K / splits, N]
-    y = torch.bmm(xs, ws).sum(0)
-    if bias is not None:
-        y = y + bias
-    return y.view(*x.shape[:-1], n)
-
-
 def cpu_inference(x: torch.Tensor) -> bool:
     """:func:`time_major_inference` of a CPU tensor: where the CPU-only fast paths (oneDNN) apply."""
     return x.device.type == "cpu" and time_major_inference(x)
@@ -351,6 +335,8 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
             w4 = TimeMajorWeights.get(self, "w_cl", self.weight, _conv2d_weight)
             conv = functools.partial(F.conv2d, weight=w4, bias=self.bias, stride=(1, s), dilation=(1, d),
                                      groups=self.groups)
+        if self.pad_mode == "constant" and left == right:  # zero "same" padding: the conv pads, no padded copy
+            return conv(time_major_4d(x), padding=(0, left)).squeeze(2)
         if x.shape[-1] >= self.long_input and self.pad_mode in ("reflect", "replicate", "constant"):
             return self._forward_long(x, main=lambda x_, pad: conv(time_major_4d(x_), padding=(0, pad)).squeeze(2))
         return conv(pad_time_major(x, left, right, self.pad_mode)).squeeze(2)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conv import PaddedConv1d, TimeMajorWeights, _conv2d_weight, compiled_cuda_inference, cpu_inference, \
-    depthwise_conv1d_taps, onednn_dtype, packed_linear, reduced_precision, split_k_linear, time_major_4d
+    depthwise_conv1d_taps, onednn_dtype, packed_linear, reduced_precision, time_major_4d
 
 
 def _packed(x: torch.Tensor, linear: nn.Linear, dtype: torch.dtype, gelu: bool = False) -> torch.Tensor:
@@ -62,14 +62,6 @@ class ConvNeXtBlock(nn.Module):
     #: session 10); off gives PyTorch's conv (``benchmarks/codec_speed.py --switch compiled_taps=False``).
     compiled_taps = True
 
-    #: under ``torch.compile`` for CUDA inference in fp32 on few frames (at most :attr:`split_k_rows` rows, e.g.
-    #: one 10 s clip: 750), compute ``pwconv2`` (2304 -> 768) as a split-K batched GEMM
-    #: (:func:`~audiocodec.nn.conv.split_k_linear`, slices of at least 512 inputs): its 750 x 768 output alone
-    #: gives cuBLAS's fp32 kernels ~36 tiles for a GPU's 132 SMs. Off until measured on a GPU
-    #: (``benchmarks/codec_speed.py --switch cuda_fp32_split_k=True``).
-    cuda_fp32_split_k = False
-    split_k_rows = 4096
-
     def forward(self, x: torch.Tensor, cond_id: int = 0) -> torch.Tensor:
         if cpu_inference(x):
             return self._forward_time_major(x, cond_id)
@@ -80,13 +72,10 @@ class ConvNeXtBlock(nn.Module):
             x = self.dwconv(x)
         x = x.transpose(1, 2)
         x = self.norm(x, cond_id) if self.adanorm else self.norm(x)
-        x = self.act(self.pwconv1(x))
-        splits = self._splits(x)
-        x = self.pwconv2(x) if splits == 1 else split_k_linear(x, self.pwconv2.weight, self.pwconv2.bias, splits)
+        x = self.pwconv2(self.act(self.pwconv1(x)))
         if self.gamma is not None:
             x = self.gamma * x
         return residual + x.transpose(1, 2)
-
 
     def _mlp(self, h: torch.Tensor) -> torch.Tensor:
         """``pwconv2(act(pwconv1(h)))`` of ``h [B, T, C]`` on the CPU inference path (prepacked oneDNN GEMMs,
@@ -114,15 +103,6 @@ class ConvNeXtBlock(nn.Module):
         out = h if h.dtype == dtype else torch.empty_like(h, dtype=dtype)
         out = torch.add(xt, h, out=out) if self.gamma is None else torch.addcmul(xt, self.gamma, h, out=out)
         return out.transpose(1, 2)
-
-    def _splits(self, h: torch.Tensor) -> int:
-        """How many slices of its inputs ``pwconv2`` takes for ``h [B, T, intermediate_dim]``
-        (:attr:`cuda_fp32_split_k`): 1 (a plain Linear) unless that applies."""
-        k = h.shape[-1]
-        if not (self.cuda_fp32_split_k and compiled_cuda_inference(h) and not reduced_precision(h)
-                and h.numel() // k <= self.split_k_rows):
-            return 1
-        return next(s for s in (4, 3, 2, 1) if k % s == 0 and k // s >= 512)
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -172,9 +152,10 @@ class AttnBlock(nn.Module):
     #: CUDA inference in bf16 / fp16: the attention as :func:`matmul_attention` (two tensor-core matmuls)
     #: instead of ``F.scaled_dot_product_attention``, which for this single head of 768 channels has no fused
     #: kernel and, compiled, runs PyTorch's math attention, which computes bf16 inputs in fp32 (two fp32 GEMMs,
-    #: 2.3 of 22.7 ms of a compiled batch-64 bf16 decode on an H200). Off until measured on a GPU
-    #: (``benchmarks/codec_speed.py --switch cuda_matmul_attention=True``).
-    cuda_matmul_attention = False
+    #: 2.3 of 22.7 ms of a compiled batch-64 bf16 decode on an H200). On: a compiled batch-64 bf16 decode ran
+    #: 1.12x faster with it (H100, benchmarks/RESULTS.md session 11); off gives SDPA
+    #: (``benchmarks/codec_speed.py --switch cuda_matmul_attention=False``).
+    cuda_matmul_attention = True
 
     def __init__(self, channels: int):
         super().__init__()
