@@ -63,14 +63,34 @@ def random_model(args) -> SongModel:
                      window_frames=int(task.get("max_frames", 750)))
 
 
+_CACHE_ARG = ["cache"]   # generate's cache argument: ``cache`` in newer transformers, ``past_key_values`` before
+
+
+def musicgen_generate(peer, ids: torch.Tensor, gen, memory: torch.Tensor):
+    """``peer.generate`` (a ``MusicgenForCausalLM``) from ``ids [rows * K, 1]`` cross-attending to
+    ``memory [rows, M, D]``, given a cache with a cross-attention half: ``(codes [rows, K, frames], cache)``.
+    Given none, ``generate`` makes a plain ``DynamicCache`` (transformers 5.17 and 5.25) into which the
+    cross-attention keys are appended every step: a memory's worth of keys a step, and the positions with them."""
+    import transformers
+    while True:
+        cache = transformers.EncoderDecoderCache(transformers.DynamicCache(), transformers.DynamicCache())
+        try:
+            out = peer.generate(ids, generation_config=gen, encoder_hidden_states=memory, **{_CACHE_ARG[0]: cache})
+            return out, cache
+        except ValueError as e:
+            if _CACHE_ARG[0] != "cache" or "not used by the model" not in str(e):
+                raise
+            _CACHE_ARG[0] = "past_key_values"
+
+
 def hf_peer_rows(model: SongModel, args, device, dtype) -> list[dict]:
     """The peer: Hugging Face ``generate`` on a ``MusicgenForCausalLM`` of the song LM's shape (width, layers,
     heads, a GELU FFN of our SwiGLU's parameters, K codebooks of our vocabulary; random weights) cross-attending to a
     memory as long as our conditions' (lyrics and description characters), sampling top-k ``args.top_k``; the delay
     pattern takes ``frames + K - 1`` steps a song. Guidance doubles its rows as it doubles ours (the cond / uncond
     rows sampled apart: the same work). Timed as our rows are (whole calls, best of ``args.repeats`` after a warm-up).
-    Its cache is the dynamic one: MusicGen's ``generate`` fails with a static cache in transformers 5.25
-    (``index_copy_(): index out of bounds``)."""
+    Its cache is the dynamic one (MusicGen's ``generate`` fails with a static cache in transformers 5.25:
+    ``index_copy_(): index out of bounds``), given with its cross-attention half (:func:`musicgen_generate`)."""
     import transformers
     lm, k = model.lm, model.layout.num_codebooks
     ffn = lm.layers[0].mlp.down_proj.in_features * 3 // 2
@@ -94,7 +114,7 @@ def hf_peer_rows(model: SongModel, args, device, dtype) -> list[dict]:
         memory = torch.randn(n, memory_len, lm.dim, device=device, dtype=dtype)
         with torch.no_grad():
             def call():
-                return peer.generate(ids, generation_config=gen, encoder_hidden_states=memory)
+                return musicgen_generate(peer, ids, gen, memory)[0]
             call()   # warm-up
             out, best = best_of(call, device, args.repeats)
         got = out.shape[-1]   # [n, K, frames]: generate drops the start token and the delay pattern's tail

@@ -79,3 +79,24 @@ def test_song_speed_times_the_musicgen_peer_on_the_same_song_length():
     assert "MusicgenForCausalLM" in out and len(ours) == len(peer) == 1
     assert peer[0][2] == ours[0][2] == "8"          # frames per row: 0.2 s at 40 Hz, both
     assert float(peer[0][-1]) > 0
+
+
+def test_the_musicgen_peer_caches_its_cross_attention_once():
+    """The peer's generate gets a cache with a cross-attention half: the self-attention cache grows one position a
+    step and the memory's keys are stored once (with a plain cache they pile up a memory's worth a step)."""
+    transformers = pytest.importorskip("transformers")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from song_speed import musicgen_generate
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    cfg = transformers.MusicgenDecoderConfig(vocab_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                             ffn_dim=64, num_codebooks=2, max_position_embeddings=32, pad_token_id=16,
+                                             bos_token_id=16, eos_token_id=None)
+    peer = transformers.MusicgenForCausalLM(cfg).eval()
+    gen = transformers.GenerationConfig(max_new_tokens=9, do_sample=True, top_k=4, pad_token_id=16, bos_token_id=16,
+                                        decoder_start_token_id=16, num_beams=1, num_return_sequences=1)
+    with torch.no_grad():
+        out, cache = musicgen_generate(peer, torch.full((2, 1), 16), gen, torch.randn(1, 11, 32))
+    assert out.shape[:2] == (1, 2)
+    assert cache.self_attention_cache.get_seq_length() == 9   # the start token and 8 sampled steps
+    assert cache.cross_attention_cache.get_seq_length() == 11
