@@ -46,6 +46,34 @@ def test_time_major_conv_equals_padded_conv(causal, mode):
                 torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("length", [8, 9, 40, 375])
+def test_winograd_conv_equals_the_conv(monkeypatch, length):
+    """PaddedConv1d.cpu_winograd (k=3 zero-padded convs by Winograd's F(2, 3)): the reference conv's output, even
+    and odd lengths, either input layout, the weight or bias changed in place; taken only where it applies."""
+    from audiocodec.nn import conv as conv_mod
+    calls = []
+    original = conv_mod.winograd_f23_conv
+    monkeypatch.setattr(conv_mod, "winograd_f23_conv", lambda *a: calls.append(1) or original(*a))
+    monkeypatch.setattr(PaddedConv1d, "winograd_min_weights", 16 * 24)
+    torch.manual_seed(0)
+    conv = PaddedConv1d(16, 24, 3, pad_mode="constant").eval()
+    x = torch.randn(2, 16, length)
+    for inp in (x, x.transpose(1, 2).contiguous().transpose(1, 2)):
+        fast, ref = both(lambda: conv(inp))
+        assert fast.shape == ref.shape == (2, 24, length) and fast.stride(1) == 1
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        conv.weight[:, :, 2].mul_(-3)
+        conv.bias.add_(1)
+    fast, ref = both(lambda: conv(x))
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    assert len(calls) == 3
+    narrow = PaddedConv1d(16, 8, 3, pad_mode="constant").eval()   # below winograd_min_weights
+    reflect = PaddedConv1d(16, 24, 3, pad_mode="reflect").eval()
+    both(lambda: (narrow(x), reflect(x)))
+    assert len(calls) == 3
+
+
 def test_time_major_weights_follow_parameter_updates():
     torch.manual_seed(0)
     conv = PaddedConv1d(4, 4, 3).eval()

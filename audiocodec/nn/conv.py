@@ -224,6 +224,37 @@ def packed_linear(x: torch.Tensor, owner: nn.Module, name: str, sources, weight_
                                               "none" if gelu else "")
 
 
+def _winograd_f23_weights(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The four transformed filters ``G_j [C_out, C_in]`` of Winograd's F(2, 3) for a k=3 conv ``weight
+    [C_out, C_in, 3]``: ``W0``, ``(W0 + W1 + W2) / 2``, ``(W0 - W1 + W2) / 2``, ``W2``."""
+    w0, w1, w2 = weight.unbind(-1)
+    return w0.contiguous(), (w0 + w1 + w2) / 2, (w0 - w1 + w2) / 2, w2.contiguous()
+
+
+def winograd_f23_conv(x: torch.Tensor, owner: nn.Module, weight: torch.Tensor,
+                      bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """A k=3, stride-1 conv with one zero of padding on each side, ``x [B, C_in, T] -> [B, C_out, T]`` (a
+    time-major view), by Winograd's minimal filtering F(2, 3): each pair of outputs from four products instead of
+    six, i.e. four GEMMs of ``T / 2`` rows (oneDNN, filters transformed and prepacked once, cached on ``owner``)
+    where the direct conv computes the work of three of ``T`` rows: 2/3 of its multiply-adds, plus a few passes
+    over the activations to transform them. CPU inference, fp32; equal to the conv up to float rounding."""
+    b, _, t = x.shape
+    n = (t + 1) // 2   # output pairs
+    xp = x.new_empty(b, 2 * n + 2, x.shape[1])   # time-major, a zero ahead, zeros after (odd T: one more)
+    xp[:, 1:t + 1] = x.transpose(1, 2)
+    xp[:, 0] = 0
+    xp[:, t + 1:] = 0
+    d0, d1, d2, d3 = (xp[:, j:j + 2 * n:2] for j in range(4))   # [B, n, C_in] each: tile i's inputs 2i + j
+    u = (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
+    m = [packed_linear(u[j], owner, f"winograd_f23_{j}", (weight, bias),
+                       lambda w, bb, j=j: (_winograd_f23_weights(w)[j], bb if j == 1 else None))
+         for j in range(4)]   # the bias rides on M1, which both outputs of a pair add
+    y = x.new_empty(b, 2 * n, m[0].shape[-1])
+    torch.add(m[0], m[1], out=y[:, 0::2]).add_(m[2])   # y[2i] = M0 + M1 + M2
+    torch.sub(m[1], m[2], out=y[:, 1::2]).sub_(m[3])   # y[2i + 1] = M1 - M2 - M3
+    return y[:, :t].transpose(1, 2)
+
+
 def onednn_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
     """The dtype of :func:`packed_linear` for ``x`` on the CPU inference path (autocast's when enabled), or None
     where it does not apply (not :func:`cpu_inference`, no oneDNN, a dtype it does not run)."""
@@ -281,6 +312,12 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
     #: around each conv). Off by default: it speeds a bf16 encode up 1.2x (H100, batch 64, eager or CUDA graphs),
     #: but ``Codec.compile()`` is faster still, and fp32 without TF32 is slower (benchmarks/RESULTS.md).
     cuda_time_major = False
+    #: on that CPU path, k=3 zero-padded convs of wide layers (at least :attr:`winograd_min_weights` weights per
+    #: tap: WavTokenizer's pos_net, 768 x 768) run by Winograd's F(2, 3) (:func:`winograd_f23_conv`): 2/3 of the
+    #: multiply-adds of the direct conv; such a conv of 375 frames ran 1.2-1.3x faster, the WavTokenizer-75
+    #: decode 1.06x (2 vCPUs, benchmarks/RESULTS.md session 11)
+    cpu_winograd = True
+    winograd_min_weights = 256 * 256
     #: under ``torch.compile`` for CUDA inference in bf16 / fp16, write the conv as a channels-last conv2d
     #: (``[B, C, 1, L]`` in ``[B, L, C]`` memory, the layout of cuDNN's tensor-core kernels), so that cuDNN
     #: does not transpose each input and output (8.8 of 43 ms of a compiled batch-64 bf16 encode on an H100)
@@ -336,6 +373,8 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
             conv = functools.partial(F.conv2d, weight=w4, bias=self.bias, stride=(1, s), dilation=(1, d),
                                      groups=self.groups)
         if self.pad_mode == "constant" and left == right:  # zero "same" padding: the conv pads, no padded copy
+            if self._winograd_applies(x):
+                return winograd_f23_conv(x, self, self.weight, self.bias)
             return conv(time_major_4d(x), padding=(0, left)).squeeze(2)
         if x.shape[-1] >= self.long_input and self.pad_mode in ("reflect", "replicate", "constant"):
             return self._forward_long(x, main=lambda x_, pad: conv(time_major_4d(x_), padding=(0, pad)).squeeze(2))
@@ -349,6 +388,13 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         x4 = time_major_4d(pad1d(x, (left, right), self.pad_mode))
         return F.conv2d(x4, w4, self.bias, stride=(1, self.stride[0]), dilation=(1, self.dilation[0]),
                         groups=self.groups).squeeze(2)
+
+    def _winograd_applies(self, x: torch.Tensor) -> bool:
+        """:attr:`cpu_winograd` applies: a k=3, stride-1, undilated, ungrouped conv with zero "same" padding of
+        wide layers (the GEMMs dominate the transforms) on the fp32 oneDNN path."""
+        return (self.cpu_winograd and self.kernel_size[0] == 3 and self.stride[0] == 1 and self.dilation[0] == 1
+                and self.groups == 1 and self.in_channels * self.out_channels >= self.winograd_min_weights
+                and x.shape[-1] >= 8 and self._packed_applies(x))
 
     def _packed_applies(self, x: torch.Tensor) -> bool:
         """Whether the time-major conv runs through oneDNN with a prepacked weight (fp32, no autocast)."""
