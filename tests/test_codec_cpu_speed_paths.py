@@ -1,5 +1,5 @@
-"""CPU inference fast paths (time-major convs, fused SEANet residual blocks, matmul VQ search) give the
-reference results: same codes, audio within float rounding."""
+"""CPU inference fast paths (time-major convs, fused SEANet residual blocks, matmul VQ search, prepacked LM
+projections) give the reference results: same codes, audio and logits within float rounding."""
 import contextlib
 import copy
 import itertools
@@ -72,6 +72,41 @@ def test_winograd_conv_equals_the_conv(monkeypatch, length):
     reflect = PaddedConv1d(16, 24, 3, pad_mode="reflect").eval()
     both(lambda: (narrow(x), reflect(x)))
     assert len(calls) == 3
+
+
+def test_packed_linear_equals_the_linear_and_follows_weight_updates(monkeypatch):
+    from audiocodec.nn.conv import PackedLinear
+    monkeypatch.setattr(PackedLinear, "min_weights", 24 * 40)
+    torch.manual_seed(0)
+    layer, small = PackedLinear(24, 40).eval(), PackedLinear(24, 8, bias=False).eval()
+    x = torch.randn(2, 3, 24)
+    for _ in range(2):
+        fast, ref = both(lambda: (layer(x), small(x)))
+        for f, r in zip(fast, ref):
+            torch.testing.assert_close(f, r, atol=1e-5, rtol=1e-5)
+        assert "onednn_packed" in layer.__dict__["_layout_cache"] and "_layout_cache" not in small.__dict__
+        with torch.no_grad():
+            layer.weight.mul_(-2)   # the packed copy follows
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        assert layer(x).dtype == torch.bfloat16
+    out = layer(x)   # training path: autograd through nn.Linear
+    out.sum().backward()
+    assert layer.weight.grad is not None
+
+
+def test_transformer_lm_logits_on_the_cpu_path_equal_the_reference(monkeypatch):
+    from audiocodec.lm.transformer import TransformerLM
+    from audiocodec.nn.conv import PackedLinear
+    monkeypatch.setattr(PackedLinear, "min_weights", 1)
+    torch.manual_seed(0)
+    lm = TransformerLM(vocab_size=50, dim=64, num_layers=2, num_heads=4, num_codebooks=2, cross_attention=True,
+                       memory_dim=32).eval()
+    tokens = torch.randint(0, 50, (2, 2, 9))
+    memory = torch.randn(2, 5, 32)
+    fast, ref = both(lambda: lm(tokens, memory=memory))
+    assert fast.shape == (2, 2, 9, 50)
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    assert any("_layout_cache" in m.__dict__ for m in lm.modules())   # the packed path ran
 
 
 def test_time_major_weights_follow_parameter_updates():

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CodesError, ConfigError
+from ..nn.conv import PackedLinear
 from .kv_cache import KVCache, LayerKVCache
 
 
@@ -117,8 +118,8 @@ class SelfAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.dropout = dropout
         self.sizes = (num_heads * self.head_dim, num_kv_heads * self.head_dim, num_kv_heads * self.head_dim)
-        self.qkv_proj = nn.Linear(dim, sum(self.sizes), bias=False)
-        self.out_proj = nn.Linear(num_heads * self.head_dim, dim, bias=False)
+        self.qkv_proj = PackedLinear(dim, sum(self.sizes), bias=False)
+        self.out_proj = PackedLinear(num_heads * self.head_dim, dim, bias=False)
         self.register_load_state_dict_pre_hook(fuse_legacy_projections(("q_proj", "k_proj", "v_proj"), "qkv_proj"))
 
     def _heads(self, x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -156,10 +157,10 @@ class CrossAttention(nn.Module):
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
         self.dropout = dropout
-        self.q_proj = nn.Linear(dim, num_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(memory_dim, num_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(memory_dim, num_kv_heads * self.head_dim, bias=False)
-        self.out_proj = nn.Linear(num_heads * self.head_dim, dim, bias=False)
+        self.q_proj = PackedLinear(dim, num_heads * self.head_dim, bias=False)
+        self.k_proj = PackedLinear(memory_dim, num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = PackedLinear(memory_dim, num_kv_heads * self.head_dim, bias=False)
+        self.out_proj = PackedLinear(num_heads * self.head_dim, dim, bias=False)
 
     def memory_keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``memory [B, M, memory_dim] -> (keys, values)`` each ``[B, H_kv, M, Dh]``."""
@@ -203,8 +204,8 @@ class SwiGLU(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
-        self.gate_up_proj = nn.Linear(dim, 2 * hidden_dim, bias=False)
-        self.down_proj = nn.Linear(hidden_dim, dim, bias=False)
+        self.gate_up_proj = PackedLinear(dim, 2 * hidden_dim, bias=False)
+        self.down_proj = PackedLinear(hidden_dim, dim, bias=False)
         self.register_load_state_dict_pre_hook(fuse_legacy_projections(("gate_proj", "up_proj"), "gate_up_proj"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -307,7 +308,7 @@ class TransformerLM(nn.Module):
         self.norm = RMSNorm(dim, norm_eps)
         # the K streams' output heads as one Linear (one GEMM; rows: stream 0's vocabulary, then stream 1's, ...);
         # weights saved with K separate heads (``heads.k``) still load
-        self.head = None if tie_embeddings else nn.Linear(dim, num_codebooks * vocab_size, bias=False)
+        self.head = None if tie_embeddings else PackedLinear(dim, num_codebooks * vocab_size, bias=False)
         self.register_load_state_dict_pre_hook(
             fuse_legacy_projections(tuple(f"heads.{k}" for k in range(num_codebooks)), "head"))
         self._init_weights(init_std)

@@ -266,6 +266,22 @@ def onednn_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
     return None
 
 
+class PackedLinear(nn.Linear):
+    """``nn.Linear`` (same parameters, names and training path) that, on the CPU inference path
+    (:func:`onednn_dtype`), runs through oneDNN with its weight prepacked once (:func:`packed_linear`; a cached
+    copy of the weight). For the few rows of a token-by-token decoding step that is 2-5x faster than MKL's GEMM
+    (2 vCPUs: 320 -> 960 outputs, 2 rows: 124 -> 37 us); layers of fewer than :attr:`min_weights` weights
+    keep ``F.linear``, which is faster there."""
+
+    min_weights = 1 << 17
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = onednn_dtype(x) if self.weight.numel() >= self.min_weights else None
+        if dtype is None:
+            return super().forward(x)
+        return packed_linear(x, self, "onednn_packed", (self.weight, self.bias), lambda w, b: (w, b), dtype)
+
+
 class PaddedConv1d(nn.Conv1d, StreamingModule):
     """Conv1d with SEANet padding: ``[B, C_in, L] -> [B, C_out, ceil(L / stride)]``.
 
