@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import audiocodec  # noqa: E402
+from audiocodec.quantize.vq import seed_codebooks_from_latents  # noqa: E402
 from decoding_args import add_switch_arg, set_switches, switches_off  # noqa: E402
 
 # GFLOP of the WavTokenizer-75 decoder per second of audio (issue #8), for the roofline fraction.
@@ -62,11 +63,7 @@ def seed_codebooks(codec, wav: torch.Tensor) -> None:
     """Draw each codebook's entries from the residual latents of ``wav`` (untrained codecs: codes then vary)."""
     with torch.no_grad():
         frames = codec.encoder(wav).transpose(1, 2).reshape(-1, codec.encoder.dimension)
-        for layer in codec.quantizer.layers:
-            book = layer.codebook
-            pick = torch.randint(0, frames.shape[0], (book.embed.shape[0],), device=frames.device)
-            book.embed.copy_(frames[pick])
-            frames = frames - book.embed[torch.cdist(frames, book.embed).argmin(-1)]
+    seed_codebooks_from_latents(codec.quantizer.layers, frames)
 
 
 def report(label: str, bs: int, dtype: str, t_enc: float, t_dec: float, args) -> dict:

@@ -5,6 +5,7 @@ import torch
 
 import audiocodec
 from audiocodec.nn import vocos
+from audiocodec.quantize.vq import seed_codebooks_from_latents
 from helpers import probe_compiled_paths, synth_audio
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -16,10 +17,7 @@ def _seeded(name):
     wav = synth_audio(2.0, batch=2, seed=1).cuda()
     with torch.no_grad():
         frames = codec.encoder(wav).transpose(1, 2).reshape(-1, codec.encoder.dimension)
-        for layer in codec.quantizer.layers:
-            book = layer.codebook
-            book.embed.copy_(frames[torch.randint(0, frames.shape[0], (book.embed.shape[0],), device="cuda")])
-            frames = frames - book.embed[torch.cdist(frames, book.embed).argmin(-1)]
+    seed_codebooks_from_latents(codec.quantizer.layers, frames)
     return codec
 
 

@@ -122,3 +122,18 @@ def test_split_bf16_search_is_as_near_the_exact_argmin_as_fp32():
         fp32_hits = (nearest_code(x, e) == exact).float().mean()
         split_hits = (nearest_code_split_bf16(x, e) == exact).float().mean()
         assert split_hits >= fp32_hits - 1e-3 and split_hits > 0.998
+
+
+def test_seeding_codebooks_from_latents_draws_residual_rows_and_spreads_the_codes():
+    from audiocodec.quantize.vq import seed_codebooks_from_latents
+    torch.manual_seed(0)
+    rvq = euclidean_rvq(dim=8, num_quantizers=3, codebook_size=16, kmeans_init=False).eval()
+    latents = torch.randn(500, 8)
+    seed_codebooks_from_latents(rvq.layers, latents)
+    first = rvq.layers[0].codebook.embed
+    assert all(any(torch.equal(row, lat) for lat in latents) for row in first)   # rows of the latents
+    residual = latents - first[torch.cdist(latents, first).argmin(-1)]
+    second = rvq.layers[1].codebook.embed
+    assert all(any(torch.allclose(row, r) for r in residual) for row in second)   # rows of the first residual
+    codes = torch.stack([torch.cdist(latents, first).argmin(-1), torch.cdist(residual, second).argmin(-1)])
+    assert all(len(c.unique()) >= 12 for c in codes)   # an unseeded, untrained codebook: one or a few codes

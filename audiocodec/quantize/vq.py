@@ -52,6 +52,19 @@ def kmeans(samples: torch.Tensor, num_clusters: int, num_iters: int = 10) -> tup
     return means, counts
 
 
+@torch.no_grad()
+def seed_codebooks_from_latents(layers, latents: torch.Tensor) -> None:
+    """Fill the Euclidean codebook of each of ``layers`` (``layer.codebook``, in residual order) with entries drawn
+    at random (torch's global generator, on the latents' device) from the residual latents ``[N, D]`` that layer
+    would quantize, so that an untrained codec's codes vary instead of collapsing onto a few entries (benchmarks
+    and tests of random-weight codecs; the entries only, not the EMA statistics)."""
+    for layer in layers:
+        book = layer.codebook
+        pick = torch.randint(0, latents.shape[0], (book.embed.shape[0],), device=latents.device)
+        book.embed.copy_(latents[pick])
+        latents = latents - book.embed[torch.cdist(latents, book.embed).argmin(-1)]
+
+
 def nearest_code(x: torch.Tensor, embed: torch.Tensor, embed_sq: torch.Tensor | None = None) -> torch.Tensor:
     """Index of the nearest row of ``embed [N, D]`` for each row of ``x [M, D]`` (Euclidean, fp32).
 
