@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     p.add_argument("--top-k", type=int, default=250)
     p.add_argument("--peers", nargs="*", default=["hf"], choices=["hf"],
                    help="hf: Hugging Face generate on a MusicgenForCausalLM of the same shape, in the same process "
-                        "(needs transformers; none: leave out)")
+                        "(needs transformers; --peers with no value: leave it out)")
     add_decoding_args(p, dtype_help="of the decoder LM (the conditioners run in fp32)")
     args = p.parse_args(argv)
     device, dtype = apply_decoding_args(args)

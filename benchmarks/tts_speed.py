@@ -94,7 +94,7 @@ def main(argv=None) -> int:
                         "--lm dim=1024 --lm num_layers=12 --lm num_heads=16")
     p.add_argument("--peers", nargs="*", default=["hf"], choices=["hf"],
                    help="hf: Hugging Face generate (static cache) on a LlamaForCausalLM of the same shape, in the "
-                        "same process (needs transformers; none: leave out)")
+                        "same process (needs transformers; --peers with no value: leave it out)")
     add_decoding_args(p)
     args = p.parse_args(argv)
     device, dtype = apply_decoding_args(args)

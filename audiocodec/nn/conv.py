@@ -84,7 +84,7 @@ def time_major_4d(x: torch.Tensor) -> torch.Tensor:
         memory_format=torch.channels_last)
 
 
-def _conv2d_weight(weight: torch.Tensor) -> torch.Tensor:
+def conv2d_weight(weight: torch.Tensor) -> torch.Tensor:
     """A conv1d weight ``[C_out, C_in / groups, k]`` as the channels-last conv2d weight ``[C_out, C_in / groups,
     1, k]`` of the time-major convs."""
     return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
@@ -224,6 +224,12 @@ def packed_linear(x: torch.Tensor, owner: nn.Module, name: str, sources, weight_
                                               "none" if gelu else "")
 
 
+def packed_layer(x: torch.Tensor, linear: nn.Linear, dtype: torch.dtype, gelu: bool = False) -> torch.Tensor:
+    """``linear(x)`` (then exact GELU if ``gelu``) through :func:`packed_linear`, the layer's weight and bias
+    prepacked and cached on the layer itself (CPU inference)."""
+    return packed_linear(x, linear, "onednn_packed", (linear.weight, linear.bias), lambda w, b: (w, b), dtype, gelu)
+
+
 def _winograd_f23_weights(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The four transformed filters ``G_j [C_out, C_in]`` of Winograd's F(2, 3) for a k=3 conv ``weight
     [C_out, C_in, 3]``: ``W0``, ``(W0 + W1 + W2) / 2``, ``(W0 - W1 + W2) / 2``, ``W2``."""
@@ -279,7 +285,7 @@ class PackedLinear(nn.Linear):
         dtype = onednn_dtype(x) if self.weight.numel() >= self.min_weights else None
         if dtype is None:
             return super().forward(x)
-        return packed_linear(x, self, "onednn_packed", (self.weight, self.bias), lambda w, b: (w, b), dtype)
+        return packed_layer(x, self, dtype)
 
 
 class PaddedConv1d(nn.Conv1d, StreamingModule):
@@ -385,7 +391,7 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         if self._packed_applies(x):
             conv = functools.partial(self._packed_conv, length=x.shape[-1])
         else:
-            w4 = TimeMajorWeights.get(self, "w_cl", self.weight, _conv2d_weight)
+            w4 = TimeMajorWeights.get(self, "w_cl", self.weight, conv2d_weight)
             conv = functools.partial(F.conv2d, weight=w4, bias=self.bias, stride=(1, s), dilation=(1, d),
                                      groups=self.groups)
         if self.pad_mode == "constant" and left == right:  # zero "same" padding: the conv pads, no padded copy
@@ -400,7 +406,7 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         """``[B, C_in, L] -> [B, C_out, T]`` as one channels-last conv2d, the output a time-major view (the
         compiled CUDA path: no weight cache, inductor computes the weight's layout once per call)."""
         left, right = self._padding(x.shape[-1])
-        w4 = _conv2d_weight(self.weight)
+        w4 = conv2d_weight(self.weight)
         x4 = time_major_4d(pad1d(x, (left, right), self.pad_mode))
         return F.conv2d(x4, w4, self.bias, stride=(1, self.stride[0]), dilation=(1, self.dilation[0]),
                         groups=self.groups).squeeze(2)

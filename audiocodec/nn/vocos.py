@@ -12,13 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import PaddedConv1d, TimeMajorWeights, _conv2d_weight, compiled_cuda_inference, cpu_inference, \
-    depthwise_conv1d_taps, onednn_dtype, packed_linear, reduced_precision, time_major_4d
-
-
-def _packed(x: torch.Tensor, linear: nn.Linear, dtype: torch.dtype, gelu: bool = False) -> torch.Tensor:
-    """``linear(x)`` (then GELU) through :func:`~audiocodec.nn.conv.packed_linear` (CPU inference)."""
-    return packed_linear(x, linear, "onednn_packed", (linear.weight, linear.bias), lambda w, b: (w, b), dtype, gelu)
+from .conv import PaddedConv1d, TimeMajorWeights, conv2d_weight, compiled_cuda_inference, cpu_inference, \
+    depthwise_conv1d_taps, onednn_dtype, packed_layer, reduced_precision, time_major_4d
 
 
 class AdaLayerNorm(nn.Module):
@@ -82,7 +77,7 @@ class ConvNeXtBlock(nn.Module):
         GELU fused into the first, where they apply)."""
         dtype = onednn_dtype(h)
         if dtype is not None and type(self.act) is nn.GELU and self.act.approximate == "none":
-            return _packed(_packed(h, self.pwconv1, dtype, gelu=True), self.pwconv2, dtype)
+            return packed_layer(packed_layer(h, self.pwconv1, dtype, gelu=True), self.pwconv2, dtype)
         return self.pwconv2(self.act(self.pwconv1(h)))
 
     def _forward_time_major(self, x: torch.Tensor, cond_id: int) -> torch.Tensor:
@@ -92,7 +87,7 @@ class ConvNeXtBlock(nn.Module):
         and residual in one pass (1.03x on a WavTokenizer-75 decode, 2 vCPUs).
         ``x [B, C, T]`` (any layout) -> ``[B, C, T]``, a time-major view. Same operations as :meth:`forward`."""
         conv = self.dwconv
-        w4 = TimeMajorWeights.get(conv, "w_cl", conv.weight, _conv2d_weight)
+        w4 = TimeMajorWeights.get(conv, "w_cl", conv.weight, conv2d_weight)
         h = F.conv2d(time_major_4d(x), w4, conv.bias, padding=(0, conv.padding[0]), groups=conv.groups)
         h = h.squeeze(2).transpose(1, 2)  # [B, T, C], contiguous
         h = self._mlp(self.norm(h, cond_id) if self.adanorm else self.norm(h))
@@ -295,7 +290,7 @@ class ISTFTHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = onednn_dtype(x)
-        x = self.out(x) if dtype is None else _packed(x, self.out, dtype)
+        x = self.out(x) if dtype is None else packed_layer(x, self.out, dtype)
         x = x.transpose(1, 2).float()  # the spectrum is built in fp32
         mag, phase = x.chunk(2, dim=1)
         mag = torch.exp(mag).clip(max=1e2)
