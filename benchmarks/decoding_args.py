@@ -84,6 +84,7 @@ SWITCHES = {
     "compiled_taps": ("audiocodec.nn.vocos", "ConvNeXtBlock"),         # compiled depthwise conv as shifted taps
     "cuda_split_bf16_search": ("audiocodec.quantize.vq", "EuclideanCodebook"),  # VQ search as split-bf16 GEMM
     "cuda_matmul_attention": ("audiocodec.nn.vocos", "AttnBlock"),     # pos_net attention as two bf16 matmuls
+    "cuda_split_bf16_gemms": ("audiocodec.nn.vocos", "ConvNeXtBlock"),  # compiled fp32 MLP GEMMs as split bf16
 }
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from audiocodec.nn import ConvNeXtBlock, PaddedConv1d
 from audiocodec.nn.conv import compiled_cuda_inference, depthwise_conv1d_taps, reduced_precision
+from audiocodec.nn.split_bf16 import PRODUCTS
 from audiocodec.nn.vocos import AttnBlock, ResBlock, matmul_attention
 
 
@@ -146,3 +147,33 @@ def test_the_compiled_cuda_formulations_decode_as_eager_through_inductor(monkeyp
     assert "taps" in traced and "channels_last" in traced
     pos_net = codec.decoder.backbone.pos_net
     assert traced.count("channels_last") >= 1 + sum(isinstance(m, conv.PaddedConv1d) for m in pos_net.modules())
+
+
+@pytest.mark.parametrize("parts,tol", [(3, 1e-6), (2, 1e-4)])
+def test_split_bf16_gemms_compute_the_block_through_inductor(monkeypatch, parts, tol):
+    """ConvNeXtBlock.cuda_split_bf16_gemms (the MLP as bf16 GEMMs of split operands; here an fp32 GEMM of the same
+    bf16 parts) through inductor's CPU code with the compiled-CUDA test made true for CPU tensors: the block's fp32
+    output to the split's accuracy (3 parts: fp32 rounding), its weight operands built once and rebuilt when a
+    weight changes. tests/test_gpu.py runs the real thing."""
+    from audiocodec.nn import vocos
+
+    def compiled_inference(x):
+        return torch.compiler.is_compiling() and not torch.is_grad_enabled()
+
+    monkeypatch.setattr(vocos, "compiled_cuda_inference", compiled_inference)
+    monkeypatch.setattr(vocos.ConvNeXtBlock, "cuda_split_bf16_gemms", True)
+    monkeypatch.setattr(vocos.ConvNeXtBlock, "split_bf16_parts", parts)
+    monkeypatch.setattr(vocos.ConvNeXtBlock, "compiled_taps", False)
+    torch.manual_seed(0)
+    block = ConvNeXtBlock(64, 192, 0.5).eval()
+    x = torch.randn(2, 64, 40)
+    rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    with torch.no_grad():
+        compiled = torch.compile(block, dynamic=False)
+        for _ in range(2):
+            assert rel(compiled(x), block(x)) < tol
+        cache = block.__dict__["_layout_cache"]
+        operand = cache[f"split_bf16_{parts}_0"][1]
+        assert operand.shape == (192, len(PRODUCTS[parts]) * 64) and operand.dtype == torch.bfloat16
+        block.pwconv1.weight.mul_(2)   # a changed weight: new operands, the new block's output
+        assert rel(compiled(x), block(x)) < tol and cache[f"split_bf16_{parts}_0"][1] is not operand

@@ -96,27 +96,19 @@ def test_codes_do_not_change_under_bf16_autocast():
         assert torch.equal(rvq(x).codes, ref)
 
 
-def test_split_bf16_parts_sum_to_the_value():
-    from audiocodec.quantize.vq import split_bf16
-    t = torch.randn(1000, dtype=torch.float32) * 1e3
-    for parts, tol in ((1, 2 ** -8), (2, 2 ** -16), (3, 2 ** -23)):
-        total = sum(p.float() for p in split_bf16(t, parts))
-        assert all(p.dtype == torch.bfloat16 for p in split_bf16(t, parts))
-        assert ((total - t).abs() <= tol * t.abs()).all()
-
-
 def test_split_bf16_search_is_as_near_the_exact_argmin_as_fp32():
     """nearest_code_split_bf16 (one bf16 GEMM of split operands; here an fp32 GEMM of the same bf16 values):
     scores within ~2^-16 of the fp64 ones, and its codes the fp64 argmin about as often as the fp32 search's
     (codebooks drawn near the data, so near-ties are common)."""
-    from audiocodec.quantize.vq import _mm_fp32, nearest_code, nearest_code_split_bf16, split_bf16_codebook, \
+    from audiocodec.nn.split_bf16 import mm_fp32
+    from audiocodec.quantize.vq import nearest_code, nearest_code_split_bf16, split_bf16_codebook, \
         split_bf16_queries
     g = torch.Generator().manual_seed(0)
     for scale in (1.0, 40.0):
         x = torch.randn(8000, 128, generator=g) * scale
         e = x[torch.randint(0, 8000, (1024,), generator=g)] + 0.05 * scale * torch.randn(1024, 128, generator=g)
         exact_scores = e.double().pow(2).sum(1)[None] - 2 * x.double() @ e.double().t()
-        scores = _mm_fp32(split_bf16_queries(x), split_bf16_codebook(e, e.pow(2).sum(1)).t())
+        scores = mm_fp32(split_bf16_queries(x), split_bf16_codebook(e, e.pow(2).sum(1)).t())
         assert ((scores.double() - exact_scores).abs().max() / exact_scores.abs().max()) < 2 ** -16
         exact = exact_scores.argmin(-1)
         fp32_hits = (nearest_code(x, e) == exact).float().mean()

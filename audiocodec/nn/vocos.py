@@ -14,6 +14,7 @@ from torch import nn
 
 from .conv import PaddedConv1d, TimeMajorWeights, conv2d_weight, compiled_cuda_inference, cpu_inference, \
     depthwise_conv1d_taps, onednn_dtype, packed_layer, reduced_precision, time_major_4d
+from .split_bf16 import cached_weight_operands, split_bf16_linear
 
 
 class AdaLayerNorm(nn.Module):
@@ -57,9 +58,20 @@ class ConvNeXtBlock(nn.Module):
     #: session 10); off gives PyTorch's conv (``benchmarks/codec_speed.py --switch compiled_taps=False``).
     compiled_taps = True
 
+    #: under ``torch.compile`` for CUDA inference in fp32: ``pwconv1`` and ``pwconv2`` (24 of a WavTokenizer
+    #: decoder's 25 GEMMs) as bf16 tensor-core GEMMs of operands split into :attr:`split_bf16_parts` parts
+    #: (:func:`~audiocodec.nn.split_bf16.split_bf16_linear`; 3 parts: products to fp32's own rounding, 2: to
+    #: ~2^-16) instead of fp32 GEMMs without tensor cores. Its weight operands (3 parts: 3x the fp32 weights'
+    #: bytes) are built on the first call.
+    cuda_split_bf16_gemms = False
+    split_bf16_parts = 3
+
     def forward(self, x: torch.Tensor, cond_id: int = 0) -> torch.Tensor:
         if cpu_inference(x):
             return self._forward_time_major(x, cond_id)
+        split = self.cuda_split_bf16_gemms and compiled_cuda_inference(x) and not reduced_precision(x)
+        if split:  # first: the graph break of the cached operands falls between blocks
+            w1, w2 = cached_weight_operands(self, (self.pwconv1, self.pwconv2), self.split_bf16_parts)
         residual = x
         if self.compiled_taps and compiled_cuda_inference(x):
             x = depthwise_conv1d_taps(x, self.dwconv.weight, self.dwconv.bias, self.dwconv.padding[0])
@@ -67,7 +79,11 @@ class ConvNeXtBlock(nn.Module):
             x = self.dwconv(x)
         x = x.transpose(1, 2)
         x = self.norm(x, cond_id) if self.adanorm else self.norm(x)
-        x = self.pwconv2(self.act(self.pwconv1(x)))
+        if split:
+            h = self.act(split_bf16_linear(x, w1, self.pwconv1.bias, self.split_bf16_parts))
+            x = split_bf16_linear(h, w2, self.pwconv2.bias, self.split_bf16_parts)
+        else:
+            x = self.pwconv2(self.act(self.pwconv1(x)))
         if self.gamma is not None:
             x = self.gamma * x
         return residual + x.transpose(1, 2)

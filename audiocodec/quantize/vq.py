@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.conv import TimeMajorWeights, cpu_inference, packed_linear
+from ..nn.split_bf16 import mm_fp32, split_bf16, split_input_operand, split_weight_operand
 
 
 class QuantizerOutput(NamedTuple):
@@ -78,35 +79,16 @@ def nearest_code(x: torch.Tensor, embed: torch.Tensor, embed_sq: torch.Tensor | 
         return torch.addmm(embed_sq[None], x, embed.t(), alpha=-2).argmin(dim=-1)
 
 
-def split_bf16(t: torch.Tensor, parts: int) -> list[torch.Tensor]:
-    """``t`` (fp32) as ``parts`` bf16 tensors whose fp32 sum is ``t`` to ``8 * parts`` significant bits:
-    ``hi = bf16(t)``, ``mid = bf16(t - hi)``, ..."""
-    out, rest = [], t.float()
-    for _ in range(parts):
-        out.append(rest.bfloat16())
-        rest = rest - out[-1].float()
-    return out
-
-
-def _mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` of bf16 matrices with fp32 accumulation and output (the exact products of bf16 numbers, summed
-    in fp32): one tensor-core GEMM on CUDA, an fp32 GEMM of the same values elsewhere."""
-    if a.is_cuda:
-        return torch.mm(a, b, out_dtype=torch.float32)
-    return torch.mm(a.float(), b.float())
-
-
 def split_bf16_queries(x: torch.Tensor) -> torch.Tensor:
     """``x [M, D]`` -> ``A [M, 3 D + 3]`` (bf16), the left operand of :func:`nearest_code_split_bf16`."""
-    xh, xl = split_bf16(-2 * x.float(), 2)  # scaling by -2 is exact
-    return torch.cat([xh, xh, xl, torch.ones(x.shape[0], 3, dtype=torch.bfloat16, device=x.device)], 1)
+    ones = torch.ones(x.shape[0], 3, dtype=torch.bfloat16, device=x.device)
+    return torch.cat([split_input_operand(-2 * x.float(), 2), ones], 1)  # scaling by -2 is exact
 
 
 def split_bf16_codebook(embed: torch.Tensor, embed_sq: torch.Tensor) -> torch.Tensor:
     """``embed [N, D]``, ``|e|^2 [N]`` -> ``B [N, 3 D + 3]`` (bf16), the right operand of
     :func:`nearest_code_split_bf16`."""
-    eh, el = split_bf16(embed, 2)
-    return torch.cat([eh, el, eh, torch.stack(split_bf16(embed_sq, 3), dim=1)], 1)
+    return torch.cat([split_weight_operand(embed, 2), torch.stack(split_bf16(embed_sq, 3), dim=1)], 1)
 
 
 def nearest_code_split_bf16(x: torch.Tensor, embed: torch.Tensor, embed_sq: torch.Tensor | None = None,
@@ -119,7 +101,7 @@ def nearest_code_split_bf16(x: torch.Tensor, embed: torch.Tensor, embed_sq: torc
     with torch.autocast(x.device.type, enabled=False):
         if codebook_operand is None:
             codebook_operand = split_bf16_codebook(embed, embed.float().pow(2).sum(1) if embed_sq is None else embed_sq)
-        return _mm_fp32(split_bf16_queries(x), codebook_operand.t()).argmin(dim=-1)
+        return mm_fp32(split_bf16_queries(x), codebook_operand.t()).argmin(dim=-1)
 
 
 class EuclideanCodebook(nn.Module):

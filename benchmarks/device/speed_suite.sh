@@ -9,7 +9,7 @@
 # steps: tests tests_codec song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
 #        train_compiled_loose codec codec_tm codec_switches (= codec_all codec_none codec_compiled_taps
 #        codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention) codec_b1_none
-#        codec_b1_all codec_autotune profile profile_b1
+#        codec_b1_all codec_b1_SWITCH codec_autotune profile profile_b1 timeline_b1
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
 # that order (about 15 minutes with the compiles: split them over two calls).
@@ -32,7 +32,8 @@ step() {   # step NAME SECONDS COMMAND...: run it under a time limit into OUT/NA
     echo "== $name: $*"
     timeout "$limit" "$@" > "$out/$name.txt" 2>&1
     echo "   exit $? after ${SECONDS}s of the suite"
-    grep -E '^\||passed|failed|skipped|x realtime|steps/s|tokens/s|== |Error' "$out/$name.txt" | tail -25
+    grep -E '^\||passed|failed|skipped|x realtime|steps/s|tokens/s|== |Error|timeline|gap |wall time|replay' \
+        "$out/$name.txt" | tail -25
 }
 
 run_switches() {   # run_switches BATCH DTYPE SETTING...: one codec run per setting (none, all or a switch name)
@@ -42,7 +43,8 @@ run_switches() {   # run_switches BATCH DTYPE SETTING...: one codec run per sett
         case $sw in
             none) set -- "${peer[@]}" ;;   # the defaults
             all) set -- --switch compiled_taps=True --switch compiled_channels_last=True \
-                     --switch cuda_split_bf16_search=True --switch cuda_matmul_attention=True "${peer[@]}" ;;
+                     --switch cuda_split_bf16_search=True --switch cuda_matmul_attention=True \
+                     --switch cuda_split_bf16_gemms=True "${peer[@]}" ;;
             *) set -- --switch "$sw=True" ;;
         esac
         name=codec_$sw
@@ -97,16 +99,18 @@ for s in "${steps[@]}"; do
         codec_all|codec_none|codec_compiled_taps|codec_compiled_channels_last|codec_cuda_split_bf16_search|\
         codec_cuda_matmul_attention)
             run_switches 64 bf16 "${s#codec_}" ;;
-        # batch 1 fp32: the defaults (the official code beside), every switch on
-        codec_b1_none|codec_b1_all)
-            run_switches 1 fp32 "${s#codec_b1_}" ;;
+        # batch 1 fp32: the defaults (the official code beside), every switch on, or one switch
+        codec_b1_*) run_switches 1 fp32 "${s#codec_b1_}" ;;
         # inductor's GEMM autotuning (Triton templates against cuBLAS) for the compiled codec; long compiles
         codec_autotune) step codec_autotune 540 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 \
                             --dtypes fp32 --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none \
                             --compile max-autotune-no-cudagraphs --cuda-graphs ;;
         profile) step profile 200 python3 benchmarks/profile_codec.py --batch 64 --dtype bf16 --compile --rows 40 ;;
         profile_b1) step profile_b1 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 --compile --rows 40 ;;
-        *) echo "unknown step $s (tests tests_codec song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_b1_none codec_b1_all codec_autotune profile profile_b1)"
+        # where a batch-1 fp32 CUDA-graph call's wall time goes (host lead, kernels, gaps), and the graph alone
+        timeline_b1) step timeline_b1 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 --compile \
+                         --cuda-graphs --timeline --rows 12 ;;
+        *) echo "unknown step $s (tests tests_codec song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_b1_none codec_b1_all codec_b1_SWITCH codec_autotune profile profile_b1 timeline_b1)"
            exit 2 ;;
     esac
 done

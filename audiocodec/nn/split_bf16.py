@@ -1,0 +1,84 @@
+"""fp32 matrix products on bf16 tensor cores: each fp32 operand is split into bf16 parts whose sum is the value,
+and the products of the parts are summed by one GEMM with fp32 accumulation.
+
+A GPU's fp32 GEMMs run without tensor cores (an H100: ~60 TFLOP/s fp32 against ~990 bf16), so a product of
+operands split into ``P`` parts, as one bf16 GEMM ``P(P+1)/2`` times as deep, can run faster than the fp32 GEMM
+while keeping its accuracy: with ``x = x0 + x1 + x2`` and ``w = w0 + w1 + w2`` (each part 8 significant bits below
+the previous one), ``x w`` is the sum of the six products ``x_i w_j`` with ``i + j <= 2``; the dropped ones are
+below ``2^-24`` of ``|x| |w|``, fp32's own rounding. Two parts (three products) give ~``2^-16``.
+
+The parts are cut by rounding the bits of the fp32 value (not by casts, which a compiler may fuse away), so the
+split is exact under ``torch.compile`` too.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+#: the products ``(part of x, part of w)`` summed for ``parts`` = 1, 2, 3
+PRODUCTS = {1: ((0, 0),), 2: ((0, 0), (0, 1), (1, 0)), 3: ((0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (2, 0))}
+
+
+def _round_to_bf16_bits(t: torch.Tensor) -> torch.Tensor:
+    """fp32 ``t`` rounded to bf16's 8 significant bits (half away from zero), still fp32, by integer arithmetic
+    on its bits: the low 16 bits cleared after adding half of them."""
+    bits = t.view(torch.int32)
+    return ((bits + 0x8000) & -0x10000).view(torch.float32)
+
+
+def split_bf16(t: torch.Tensor, parts: int) -> list[torch.Tensor]:
+    """``t`` (any float dtype, computed in fp32) as ``parts`` bf16 tensors whose fp32 sum is ``t`` to
+    ``2^(-8 parts)`` relative (3 parts: exactly): ``hi`` = ``t`` rounded to bf16, ``mid`` = the rest rounded, ...
+    Each part is exact in bf16, so its conversion rounds nothing."""
+    out, rest = [], t.float().contiguous()
+    for i in range(parts):
+        part = _round_to_bf16_bits(rest)
+        out.append(part.to(torch.bfloat16))
+        if i + 1 < parts:
+            rest = rest - part
+    return out
+
+
+def mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` of bf16 matrices with fp32 accumulation and output (the exact products of bf16 numbers, summed
+    in fp32): one tensor-core GEMM on CUDA, an fp32 GEMM of the same values elsewhere."""
+    if a.is_cuda:
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return torch.mm(a.float(), b.float())
+
+
+def split_weight_operand(weight: torch.Tensor, parts: int) -> torch.Tensor:
+    """A linear layer's ``weight [N, K]`` -> ``[N, len(PRODUCTS[parts]) * K]`` bf16: its parts side by side in the
+    order of :data:`PRODUCTS`, the right operand of :func:`split_bf16_linear` (build it once per weight)."""
+    w = split_bf16(weight.detach(), parts)
+    return torch.cat([w[j] for _, j in PRODUCTS[parts]], dim=1)
+
+
+def split_input_operand(x: torch.Tensor, parts: int) -> torch.Tensor:
+    """``x [..., K]`` -> ``[..., len(PRODUCTS[parts]) * K]`` bf16: its parts side by side in the order of
+    :data:`PRODUCTS`, the left operand against :func:`split_weight_operand`."""
+    xs = split_bf16(x, parts)
+    return torch.cat([xs[i] for i, _ in PRODUCTS[parts]], dim=-1)
+
+
+def split_bf16_linear(x: torch.Tensor, weight_operand: torch.Tensor, bias: Optional[torch.Tensor],
+                      parts: int) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` in fp32 as one bf16 GEMM of split operands: ``x [..., K]``,
+    ``weight_operand = split_weight_operand(weight, parts)`` ``[N, P K]`` -> ``[..., N]`` fp32."""
+    a = split_input_operand(x, parts)
+    out = mm_fp32(a.reshape(-1, a.shape[-1]), weight_operand.t())
+    if bias is not None:
+        out = out + bias.float()
+    return out.view(*x.shape[:-1], weight_operand.shape[0])
+
+
+@torch.compiler.disable
+def cached_weight_operands(owner: nn.Module, linears: tuple[nn.Linear, ...], parts: int) -> list[torch.Tensor]:
+    """:func:`split_weight_operand` of each of ``linears``, cached on ``owner`` and rebuilt when a weight changes.
+    Kept out of ``torch.compile`` graphs (a graph would recompute the split on every call): called first in a
+    compiled forward, its break in the graph costs no fusion."""
+    from .conv import TimeMajorWeights  # the module-level cache of derived weights
+    return [TimeMajorWeights.get(owner, f"split_bf16_{parts}_{i}", lin.weight,
+                                 lambda w: split_weight_operand(w, parts)) for i, lin in enumerate(linears)]
