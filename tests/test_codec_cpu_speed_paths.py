@@ -220,6 +220,8 @@ def test_bf16_decode_fast_path_equals_reference_bf16():
     noise = lambda a: float(((a - full) ** 2).mean() / (full ** 2).mean())  # noqa: E731
     assert noise(fast) < 1e-3 and noise(ref) < 1e-3   # both bf16-close to fp32 (> 30 dB)
     torch.testing.assert_close(fast, ref, atol=0.02 * float(full.abs().max()), rtol=0.05)
+    dwconv = codec.decoder.backbone.convnext[0].dwconv   # its weight cast once, not by autocast on every call
+    assert dwconv.__dict__["_layout_cache"]["w_cl_torch.bfloat16"][1].dtype == torch.bfloat16
 
 
 def test_packed_encoder_convs_follow_weight_updates_and_copy():

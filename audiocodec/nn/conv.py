@@ -90,6 +90,16 @@ def conv2d_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
 
 
+def time_major_conv_weight(module: nn.Module, weight: torch.Tensor) -> torch.Tensor:
+    """:func:`conv2d_weight` of ``weight``, cached on ``module`` and, under autocast, already in autocast's dtype
+    (autocast would otherwise cast the weight on every call: 7 of 144 ms of a bf16 WavTokenizer decode on 2 CPU
+    cores)."""
+    dtype, device = weight.dtype, weight.device.type
+    if dtype == torch.float32 and torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+    return TimeMajorWeights.get(module, f"w_cl_{dtype}", weight, lambda w: conv2d_weight(w).to(dtype))
+
+
 def is_time_major(x: torch.Tensor) -> bool:
     """Whether ``x [B, C, L]`` is laid out time-major (channels contiguous, ``C > 1``)."""
     return x.dim() == 3 and x.shape[1] > 1 and x.stride(1) == 1
@@ -391,7 +401,7 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         if self._packed_applies(x):
             conv = functools.partial(self._packed_conv, length=x.shape[-1])
         else:
-            w4 = TimeMajorWeights.get(self, "w_cl", self.weight, conv2d_weight)
+            w4 = time_major_conv_weight(self, self.weight)
             conv = functools.partial(F.conv2d, weight=w4, bias=self.bias, stride=(1, s), dilation=(1, d),
                                      groups=self.groups)
         if self.pad_mode == "constant" and left == right:  # zero "same" padding: the conv pads, no padded copy

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import PaddedConv1d, TimeMajorWeights, conv2d_weight, compiled_cuda_inference, cpu_inference, \
-    depthwise_conv1d_taps, onednn_dtype, packed_layer, reduced_precision, time_major_4d
+from .conv import PaddedConv1d, compiled_cuda_inference, cpu_inference, \
+    depthwise_conv1d_taps, onednn_dtype, packed_layer, reduced_precision, time_major_4d, time_major_conv_weight
 from .split_bf16 import cached_weight_operands, split_bf16_linear
 
 
@@ -103,7 +103,7 @@ class ConvNeXtBlock(nn.Module):
         and residual in one pass (1.03x on a WavTokenizer-75 decode, 2 vCPUs).
         ``x [B, C, T]`` (any layout) -> ``[B, C, T]``, a time-major view. Same operations as :meth:`forward`."""
         conv = self.dwconv
-        w4 = TimeMajorWeights.get(conv, "w_cl", conv.weight, conv2d_weight)
+        w4 = time_major_conv_weight(conv, conv.weight)
         h = F.conv2d(time_major_4d(x), w4, conv.bias, padding=(0, conv.padding[0]), groups=conv.groups)
         h = h.squeeze(2).transpose(1, 2)  # [B, T, C], contiguous
         h = self._mlp(self.norm(h, cond_id) if self.adanorm else self.norm(h))
