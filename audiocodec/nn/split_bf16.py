@@ -4,8 +4,8 @@ and the products of the parts are summed by one GEMM with fp32 accumulation.
 A GPU's fp32 GEMMs run without tensor cores (an H100: ~60 TFLOP/s fp32 against ~990 bf16), so a product of
 operands split into ``P`` parts, as one bf16 GEMM ``P(P+1)/2`` times as deep, can run faster than the fp32 GEMM
 while keeping its accuracy: with ``x = x0 + x1 + x2`` and ``w = w0 + w1 + w2`` (each part 8 significant bits below
-the previous one), ``x w`` is the sum of the six products ``x_i w_j`` with ``i + j <= 2``; the dropped ones are
-below ``2^-24`` of ``|x| |w|``, fp32's own rounding. Two parts (three products) give ~``2^-16``.
+the previous one), ``x w`` is the sum of the six products ``x_i w_j`` with ``i + j <= 2``; the dropped ones add up
+to ~``2^-23`` of ``|x| |w|``, about fp32's own rounding of a product. Two parts (three products) give ~``2^-16``.
 
 The parts are cut by rounding the bits of the fp32 value (not by casts, which a compiler may fuse away), so the
 split is exact under ``torch.compile`` too.
