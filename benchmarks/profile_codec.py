@@ -90,7 +90,7 @@ def print_timeline(prof, gaps: int = 12) -> None:
     first kernel), kernel busy time, idle gaps between kernels, and tail (last kernel end to call end)."""
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         prof.export_chrome_trace(f.name)
-        events = json.load(open(f.name))["traceEvents"]
+        events = json.loads(Path(f.name).read_text())["traceEvents"]
     call = next(e for e in events if e.get("name") == "profiled_call" and e.get("ph") == "X")
     kernels = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy",
                                                                                    "gpu_memset")),
