@@ -85,6 +85,7 @@ SWITCHES = {
     "cuda_split_bf16_search": ("audiocodec.quantize.vq", "EuclideanCodebook"),  # VQ search as split-bf16 GEMM
     "cuda_matmul_attention": ("audiocodec.nn.vocos", "AttnBlock"),     # pos_net attention as two bf16 matmuls
     "cuda_split_bf16_gemms": ("audiocodec.nn.vocos", "ConvNeXtBlock"),  # compiled fp32 MLP GEMMs as split bf16
+    "split_bf16_parts": ("audiocodec.nn.vocos", "ConvNeXtBlock"),       # their parts: 3 (fp32-grade) or 2 (~2^-16)
 }
 
 
@@ -102,17 +103,25 @@ def add_switch_arg(p: argparse.ArgumentParser) -> None:
 
 
 def set_switches(items: list[str]) -> None:
-    """Apply ``--switch NAME=VALUE`` items (:data:`SWITCHES`) for this process."""
+    """Apply ``--switch NAME=VALUE`` items (:data:`SWITCHES`) for this process: on / off switches take a truth
+    value, settings (an int such as ``split_bf16_parts``) a value of their type."""
     for name, value in key_values(items, "--switch").items():
         if name not in SWITCHES:
             raise SystemExit(f"--switch {name}=...: no such switch (known: {', '.join(SWITCHES)})")
-        setattr(_switch_owner(name), name, bool(value))
+        owner = _switch_owner(name)
+        current = getattr(owner, name)
+        if isinstance(current, bool):
+            value = bool(value)
+        elif type(value) is not type(current):
+            raise SystemExit(f"--switch {name}={value!r}: expected an {type(current).__name__} like {current!r}")
+        setattr(owner, name, value)
 
 
 @contextlib.contextmanager
 def switches_off():
-    """Every speed switch of :data:`SWITCHES` off inside (the reference paths), restored after."""
+    """Every on / off speed switch of :data:`SWITCHES` off inside (the reference paths), restored after."""
     classes = {name: _switch_owner(name) for name in SWITCHES}
+    classes = {name: c for name, c in classes.items() if isinstance(getattr(c, name), bool)}
     saved = {name: getattr(c, name) for name, c in classes.items()}
     try:
         for name, c in classes.items():

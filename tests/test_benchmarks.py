@@ -45,6 +45,23 @@ def test_codec_speed_rejects_an_unknown_switch():
     assert done.returncode != 0 and "no such switch" in done.stderr and "compiled_taps" in done.stderr
 
 
+def test_switches_take_values_of_their_type_and_switches_off_leaves_settings(monkeypatch):
+    """``--switch``: on / off switches take a truth value, a setting (split_bf16_parts, an int) only an int, and
+    switches_off() turns the on / off ones off without touching the settings."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from decoding_args import set_switches, switches_off
+    from audiocodec.nn.vocos import ConvNeXtBlock
+    monkeypatch.setattr(ConvNeXtBlock, "split_bf16_parts", 3)
+    monkeypatch.setattr(ConvNeXtBlock, "cuda_split_bf16_gemms", False)
+    set_switches(["split_bf16_parts=2", "cuda_split_bf16_gemms=1"])
+    assert ConvNeXtBlock.split_bf16_parts == 2 and ConvNeXtBlock.cuda_split_bf16_gemms is True
+    with pytest.raises(SystemExit, match="expected an int"):
+        set_switches(["split_bf16_parts=True"])
+    with switches_off():
+        assert ConvNeXtBlock.cuda_split_bf16_gemms is False and ConvNeXtBlock.split_bf16_parts == 2
+    assert ConvNeXtBlock.cuda_split_bf16_gemms is True
+
+
 def test_data_speed_times_the_trainers_loader():
     out = _run("data_speed.py", "--files", "6", "--file-seconds", "2", "--rate", "16000", "--workers", "0", "1",
                "--batch", "3", "--crop", "0.5", "--batches", "2")

@@ -9,7 +9,7 @@
 # steps: tests tests_codec song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
 #        train_compiled_loose codec codec_tm codec_switches (= codec_all codec_none codec_compiled_taps
 #        codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention) codec_b1_none
-#        codec_b1_all codec_b1_SWITCH codec_autotune profile profile_b1 timeline_b1
+#        codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_autotune profile profile_b1 timeline_b1
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
 # that order (about 15 minutes with the compiles: split them over two calls).
@@ -45,6 +45,7 @@ run_switches() {   # run_switches BATCH DTYPE SETTING...: one codec run per sett
             all) set -- --switch compiled_taps=True --switch compiled_channels_last=True \
                      --switch cuda_split_bf16_search=True --switch cuda_matmul_attention=True \
                      --switch cuda_split_bf16_gemms=True "${peer[@]}" ;;
+            split2) set -- --switch cuda_split_bf16_gemms=True --switch split_bf16_parts=2 ;;   # ~2^-16 GEMMs
             *) set -- --switch "$sw=True" ;;
         esac
         name=codec_$sw
