@@ -10,6 +10,7 @@
 #        train_compiled_loose codec codec_tm codec_switches (= codec_all codec_none codec_compiled_taps
 #        codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention) codec_b1_none
 #        codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_autotune profile profile_b1 timeline_b1
+#        timeline_b1_split
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
 # that order (about 15 minutes with the compiles: split them over two calls).
@@ -111,7 +112,9 @@ for s in "${steps[@]}"; do
         # where a batch-1 fp32 CUDA-graph call's wall time goes (host lead, kernels, gaps), and the graph alone
         timeline_b1) step timeline_b1 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 --compile \
                          --cuda-graphs --timeline --rows 12 ;;
-        *) echo "unknown step $s (tests tests_codec song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_b1_none codec_b1_all codec_b1_SWITCH codec_autotune profile profile_b1 timeline_b1)"
+        timeline_b1_split) step timeline_b1_split 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 \
+                               --compile --cuda-graphs --timeline --rows 12 --switch cuda_split_bf16_gemms=True ;;
+        *) echo "unknown step $s (tests tests_codec song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_b1_none codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_autotune profile profile_b1 timeline_b1 timeline_b1_split)"
            exit 2 ;;
     esac
 done
