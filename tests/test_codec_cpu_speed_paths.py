@@ -46,17 +46,19 @@ def test_time_major_conv_equals_padded_conv(causal, mode):
                 torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("length", [8, 9, 40, 375])
-def test_winograd_conv_equals_the_conv(monkeypatch, length):
-    """PaddedConv1d.cpu_winograd (k=3 zero-padded convs by Winograd's F(2, 3)): the reference conv's output, even
-    and odd lengths, either input layout, the weight or bias changed in place; taken only where it applies."""
+@pytest.mark.parametrize("k", [3, 7])
+@pytest.mark.parametrize("length", [8, 9, 11, 40, 375])
+def test_winograd_conv_equals_the_conv(monkeypatch, k, length):
+    """PaddedConv1d.cpu_winograd (zero-padded k=3 / k=7 convs by Winograd's F(4, 3) / F(2, 7)): the reference conv's
+    output, lengths that fill the last tile or not, either input layout, the weight or bias changed in place; taken
+    only where it applies."""
     from audiocodec.nn import conv as conv_mod
     calls = []
-    original = conv_mod.winograd_f23_conv
-    monkeypatch.setattr(conv_mod, "winograd_f23_conv", lambda *a: calls.append(1) or original(*a))
+    original = conv_mod.winograd_conv
+    monkeypatch.setattr(conv_mod, "winograd_conv", lambda *a: calls.append(a[-2]) or original(*a))
     monkeypatch.setattr(PaddedConv1d, "winograd_min_weights", 16 * 24)
     torch.manual_seed(0)
-    conv = PaddedConv1d(16, 24, 3, pad_mode="constant").eval()
+    conv = PaddedConv1d(16, 24, k, pad_mode="constant").eval()
     x = torch.randn(2, 16, length)
     for inp in (x, x.transpose(1, 2).contiguous().transpose(1, 2)):
         fast, ref = both(lambda: conv(inp))
@@ -67,11 +69,27 @@ def test_winograd_conv_equals_the_conv(monkeypatch, length):
         conv.bias.add_(1)
     fast, ref = both(lambda: conv(x))
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    assert calls == [conv_mod.WINOGRAD_TILES[k][0]] * 3
+    narrow = PaddedConv1d(16, 8, k, pad_mode="constant").eval()   # below winograd_min_weights
+    reflect = PaddedConv1d(16, 24, k, pad_mode="reflect").eval()
+    strided = PaddedConv1d(16, 24, k, stride=2, pad_mode="constant").eval()
+    both(lambda: (narrow(x), reflect(x), strided(x)))
     assert len(calls) == 3
-    narrow = PaddedConv1d(16, 8, 3, pad_mode="constant").eval()   # below winograd_min_weights
-    reflect = PaddedConv1d(16, 24, 3, pad_mode="reflect").eval()
-    both(lambda: (narrow(x), reflect(x)))
-    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("m,r,points", [(2, 3, (0, 1, -1)), (4, 3, (0, 1, -1, 2, -2)),
+                                        (2, 7, (0, 1, -1, 2, -2, 0.5, -0.5))])
+def test_winograd_matrices_compute_the_correlation(m, r, points):
+    """A^T ((G g) * (B^T d)) is the correlation of a tile (fp64, to rounding); a wrong point count is refused."""
+    from audiocodec.nn.conv import winograd_matrices
+    at, g, bt = winograd_matrices(m, r, points)
+    assert at.shape == (m, m + r - 1) and g.shape == (m + r - 1, r) and bt.shape == (m + r - 1, m + r - 1)
+    gen = torch.Generator().manual_seed(0)
+    d, w = torch.randn(m + r - 1, generator=gen, dtype=torch.float64), torch.randn(r, generator=gen, dtype=torch.float64)
+    ref = torch.stack([(w * d[i:i + r]).sum() for i in range(m)])
+    torch.testing.assert_close(at @ ((g @ w) * (bt @ d)), ref, atol=1e-12, rtol=1e-12)
+    with pytest.raises(ValueError, match="finite points"):
+        winograd_matrices(m, r, points[:-1])
 
 
 def test_packed_linear_equals_the_linear_and_follows_weight_updates(monkeypatch):

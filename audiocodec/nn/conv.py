@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from fractions import Fraction
 from typing import Optional
 
 import torch
@@ -240,35 +241,82 @@ def packed_layer(x: torch.Tensor, linear: nn.Linear, dtype: torch.dtype, gelu: b
     return packed_linear(x, linear, "onednn_packed", (linear.weight, linear.bias), lambda w, b: (w, b), dtype, gelu)
 
 
-def _winograd_f23_weights(weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The four transformed filters ``G_j [C_out, C_in]`` of Winograd's F(2, 3) for a k=3 conv ``weight
-    [C_out, C_in, 3]``: ``W0``, ``(W0 + W1 + W2) / 2``, ``(W0 - W1 + W2) / 2``, ``W2``."""
-    w0, w1, w2 = weight.unbind(-1)
-    return w0.contiguous(), (w0 + w1 + w2) / 2, (w0 - w1 + w2) / 2, w2.contiguous()
+#: the Winograd tiles F(m, r) of the CPU path by kernel size r: (outputs per tile m, interpolation points; a
+#: point at infinity is added). Fewer multiply-adds with larger tiles, larger rounding with more and wider points:
+#: F(4, 3) takes 1/2 of a k=3 conv's multiply-adds (error ~3e-6 of the largest output), F(2, 7) 4/7 of a k=7
+#: conv's (~4e-6); F(4, 7) would take 5/14 but rounds to ~4e-5.
+WINOGRAD_TILES = {3: (4, (0, 1, -1, 2, -2)), 7: (2, (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2)))}
 
 
-def winograd_f23_conv(x: torch.Tensor, owner: nn.Module, weight: torch.Tensor,
-                      bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """A k=3, stride-1 conv with one zero of padding on each side, ``x [B, C_in, T] -> [B, C_out, T]`` (a
-    time-major view), by Winograd's minimal filtering F(2, 3): each pair of outputs from four products instead of
-    six, i.e. four GEMMs of ``T / 2`` rows (oneDNN, filters transformed and prepacked once, cached on ``owner``)
-    where the direct conv computes the work of three of ``T`` rows: 2/3 of its multiply-adds, plus a few passes
-    over the activations to transform them. CPU inference, fp32; equal to the conv up to float rounding."""
+@functools.lru_cache(maxsize=None)
+def winograd_matrices(m: int, r: int, points: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Winograd's minimal filtering F(m, r) by Toom-Cook over ``points`` (``m + r - 2`` of them) and infinity:
+    ``(A^T [m, a], G [a, r], B^T [a, a])`` in float64, ``a = m + r - 1``, such that the correlation ``y_i = sum_k
+    g_k d_(i + k)`` of a tile ``d [a]`` is ``A^T ((G g) * (B^T d))``. Exact rational arithmetic, then rounded."""
+    a = m + r - 1
+    if len(points) != a - 1:
+        raise ValueError(f"F({m}, {r}) needs {a - 1} finite points, got {len(points)}")
+    pts = [Fraction(p) for p in points]
+
+    def vandermonde(cols):   # evaluation at the points, and the leading coefficient (the point at infinity)
+        return [[p ** j for j in range(cols)] for p in pts] + [[Fraction(0)] * (cols - 1) + [Fraction(1)]]
+
+    inv = _rational_inverse(vandermonde(a))
+    as_tensor = lambda rows: torch.tensor([[float(v) for v in row] for row in rows], dtype=torch.float64)  # noqa: E731
+    return as_tensor(vandermonde(m)).t().contiguous(), as_tensor(vandermonde(r)), as_tensor(inv).t().contiguous()
+
+
+def _rational_inverse(matrix: list) -> list:
+    """Inverse of a square matrix of Fractions (Gauss-Jordan, exact)."""
+    n = len(matrix)
+    rows = [list(row) + [Fraction(int(i == j)) for j in range(n)] for i, row in enumerate(matrix)]
+    for col in range(n):
+        pivot = next(i for i in range(col, n) if rows[i][col] != 0)
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        rows[col] = [v / rows[col][col] for v in rows[col]]
+        for i in range(n):
+            if i != col and rows[i][col] != 0:
+                rows[i] = [v - rows[i][col] * w for v, w in zip(rows[i], rows[col])]
+    return [row[n:] for row in rows]
+
+
+def _combine(terms, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``sum c * t`` over ``terms`` ``[(c, t), ...]`` (nonzero ``c``), into ``out`` if given: one pass each."""
+    (c0, t0), rest = terms[0], terms[1:]
+    acc = torch.mul(t0, c0, out=out) if out is not None else torch.mul(t0, c0)
+    for c, t in rest:
+        acc.add_(t, alpha=c)
+    return acc
+
+
+def winograd_conv(x: torch.Tensor, owner: nn.Module, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                  m: int, points: tuple) -> torch.Tensor:
+    """A stride-1 conv of odd kernel size ``r`` with ``r // 2`` zeros of padding on each side, ``x [B, C_in, T]
+    -> [B, C_out, T]`` (a time-major view), by Winograd's minimal filtering F(m, r) (:func:`winograd_matrices`):
+    each tile of ``m`` outputs from ``a = m + r - 1`` products instead of ``m r``, i.e. ``a`` GEMMs of ``T / m``
+    rows (oneDNN, filters transformed and prepacked once, cached on ``owner``) where the direct conv computes the
+    work of ``r`` of ``T`` rows, plus a few passes over the activations to transform them. CPU inference, fp32;
+    equal to the conv up to float rounding (see :data:`WINOGRAD_TILES`)."""
     b, _, t = x.shape
-    n = (t + 1) // 2   # output pairs
-    xp = x.new_empty(b, 2 * n + 2, x.shape[1])   # time-major, a zero ahead, zeros after (odd T: one more)
-    xp[:, 1:t + 1] = x.transpose(1, 2)
-    xp[:, 0] = 0
-    xp[:, t + 1:] = 0
-    d0, d1, d2, d3 = (xp[:, j:j + 2 * n:2] for j in range(4))   # [B, n, C_in] each: tile i's inputs 2i + j
-    u = (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
-    m = [packed_linear(u[j], owner, f"winograd_f23_{j}", (weight, bias),
-                       lambda w, bb, j=j: (_winograd_f23_weights(w)[j], bb if j == 1 else None))
-         for j in range(4)]   # the bias rides on M1, which both outputs of a pair add
-    y = x.new_empty(b, 2 * n, m[0].shape[-1])
-    torch.add(m[0], m[1], out=y[:, 0::2]).add_(m[2])   # y[2i] = M0 + M1 + M2
-    torch.sub(m[1], m[2], out=y[:, 1::2]).sub_(m[3])   # y[2i + 1] = M1 - M2 - M3
-    return y[:, :t].transpose(1, 2)
+    r = weight.shape[-1]
+    at, g, bt = winograd_matrices(m, r, points)
+    a = m + r - 1
+    n = -(-t // m)   # tiles
+    xp = x.new_zeros(b, n * m + r - 1, x.shape[1])   # time-major, r // 2 zeros ahead, zeros after
+    xp[:, r // 2: r // 2 + t] = x.transpose(1, 2)
+    d = [xp[:, j:j + m * n:m] for j in range(a)]   # [B, n, C_in] each: tile i's inputs m i + j
+    products = []
+    for k in range(a):
+        u = _combine([(float(c), d[j]) for j, c in enumerate(bt[k].tolist()) if c != 0])
+        products.append(packed_linear(u, owner, f"winograd_{m}_{r}_{k}", (weight,),
+                                      lambda w, k=k: (torch.einsum("j,oij->oi", g[k], w.double()).to(w.dtype), None)))
+    y = x.new_empty(b, n, m, products[0].shape[-1])
+    for i in range(m):
+        _combine([(float(c), products[k]) for k, c in enumerate(at[i].tolist()) if c != 0], out=y[:, :, i])
+    y = y.view(b, n * m, -1)[:, :t]
+    if bias is not None:
+        y.add_(bias)
+    return y.transpose(1, 2)
 
 
 def onednn_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
@@ -344,10 +392,10 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
     #: around each conv). Off by default: it speeds a bf16 encode up 1.2x (H100, batch 64, eager or CUDA graphs),
     #: but ``Codec.compile()`` is faster still, and fp32 without TF32 is slower (benchmarks/RESULTS.md).
     cuda_time_major = False
-    #: on that CPU path, k=3 zero-padded convs of wide layers (at least :attr:`winograd_min_weights` weights per
-    #: tap: WavTokenizer's pos_net, 768 x 768) run by Winograd's F(2, 3) (:func:`winograd_f23_conv`): 2/3 of the
-    #: multiply-adds of the direct conv; such a conv of 375 frames ran 1.2-1.3x faster, the WavTokenizer-75
-    #: decode 1.06x (2 vCPUs, benchmarks/RESULTS.md session 11)
+    #: on that CPU path, zero-padded k=3 and k=7 convs of wide layers (at least :attr:`winograd_min_weights`
+    #: weights per tap: WavTokenizer's pos_net, 768 x 768, and its decoder's input conv, 512 x 768) run by
+    #: Winograd's minimal filtering (:func:`winograd_conv`, tiles :data:`WINOGRAD_TILES`): F(4, 3) and F(2, 7), 1/2
+    #: and 4/7 of the direct conv's multiply-adds (2 vCPUs, benchmarks/RESULTS.md sessions 11 and 12)
     cpu_winograd = True
     winograd_min_weights = 256 * 256
     #: under ``torch.compile`` for CUDA inference in bf16 / fp16, write the conv as a channels-last conv2d
@@ -406,7 +454,7 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
                                      groups=self.groups)
         if self.pad_mode == "constant" and left == right:  # zero "same" padding: the conv pads, no padded copy
             if self._winograd_applies(x):
-                return winograd_f23_conv(x, self, self.weight, self.bias)
+                return winograd_conv(x, self, self.weight, self.bias, *WINOGRAD_TILES[self.kernel_size[0]])
             return conv(time_major_4d(x), padding=(0, left)).squeeze(2)
         if x.shape[-1] >= self.long_input and self.pad_mode in ("reflect", "replicate", "constant"):
             return self._forward_long(x, main=lambda x_, pad: conv(time_major_4d(x_), padding=(0, pad)).squeeze(2))
@@ -422,10 +470,11 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
                         groups=self.groups).squeeze(2)
 
     def _winograd_applies(self, x: torch.Tensor) -> bool:
-        """:attr:`cpu_winograd` applies: a k=3, stride-1, undilated, ungrouped conv with zero "same" padding of
-        wide layers (the GEMMs dominate the transforms) on the fp32 oneDNN path."""
-        return (self.cpu_winograd and self.kernel_size[0] == 3 and self.stride[0] == 1 and self.dilation[0] == 1
-                and self.groups == 1 and self.in_channels * self.out_channels >= self.winograd_min_weights
+        """:attr:`cpu_winograd` applies: a stride-1, undilated, ungrouped conv of a kernel size in
+        :data:`WINOGRAD_TILES` with zero "same" padding of wide layers (the GEMMs dominate the transforms) on the
+        fp32 oneDNN path."""
+        return (self.cpu_winograd and self.kernel_size[0] in WINOGRAD_TILES and self.stride[0] == 1
+                and self.dilation[0] == 1 and self.groups == 1 and self.in_channels * self.out_channels >= self.winograd_min_weights
                 and x.shape[-1] >= 8 and self._packed_applies(x))
 
     def _packed_applies(self, x: torch.Tensor) -> bool:
