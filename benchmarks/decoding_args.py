@@ -84,8 +84,8 @@ SWITCHES = {
     "compiled_taps": ("audiocodec.nn.vocos", "ConvNeXtBlock"),         # compiled depthwise conv as shifted taps
     "cuda_split_bf16_search": ("audiocodec.quantize.vq", "EuclideanCodebook"),  # VQ search as split-bf16 GEMM
     "cuda_matmul_attention": ("audiocodec.nn.vocos", "AttnBlock"),     # pos_net attention as two bf16 matmuls
-    "cuda_split_bf16_gemms": ("audiocodec.nn.vocos", "ConvNeXtBlock"),  # compiled fp32 MLP GEMMs as split bf16
-    "split_bf16_parts": ("audiocodec.nn.vocos", "ConvNeXtBlock"),       # their parts: 3 (fp32-grade) or 2 (~2^-16)
+    "cuda_split_bf16_gemms": ("audiocodec.nn.vocos", "VocosBackbone"),  # compiled fp32 MLP GEMMs as split bf16
+    "split_bf16_parts": ("audiocodec.nn.vocos", "VocosBackbone"),       # their parts: 3 (fp32-grade) or 2 (~2^-16)
 }
 
 

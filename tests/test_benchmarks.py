@@ -50,16 +50,16 @@ def test_switches_take_values_of_their_type_and_switches_off_leaves_settings(mon
     switches_off() turns the on / off ones off without touching the settings."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from decoding_args import set_switches, switches_off
-    from audiocodec.nn.vocos import ConvNeXtBlock
-    monkeypatch.setattr(ConvNeXtBlock, "split_bf16_parts", 3)
-    monkeypatch.setattr(ConvNeXtBlock, "cuda_split_bf16_gemms", False)
+    from audiocodec.nn.vocos import VocosBackbone
+    monkeypatch.setattr(VocosBackbone, "split_bf16_parts", 3)
+    monkeypatch.setattr(VocosBackbone, "cuda_split_bf16_gemms", False)
     set_switches(["split_bf16_parts=2", "cuda_split_bf16_gemms=1"])
-    assert ConvNeXtBlock.split_bf16_parts == 2 and ConvNeXtBlock.cuda_split_bf16_gemms is True
+    assert VocosBackbone.split_bf16_parts == 2 and VocosBackbone.cuda_split_bf16_gemms is True
     with pytest.raises(SystemExit, match="expected an int"):
         set_switches(["split_bf16_parts=True"])
     with switches_off():
-        assert ConvNeXtBlock.cuda_split_bf16_gemms is False and ConvNeXtBlock.split_bf16_parts == 2
-    assert ConvNeXtBlock.cuda_split_bf16_gemms is True
+        assert VocosBackbone.cuda_split_bf16_gemms is False and VocosBackbone.split_bf16_parts == 2
+    assert VocosBackbone.cuda_split_bf16_gemms is True
 
 
 def test_data_speed_times_the_trainers_loader():

@@ -150,30 +150,39 @@ def test_the_compiled_cuda_formulations_decode_as_eager_through_inductor(monkeyp
 
 
 @pytest.mark.parametrize("parts,tol", [(3, 1e-6), (2, 1e-4)])
-def test_split_bf16_gemms_compute_the_block_through_inductor(monkeypatch, parts, tol):
-    """ConvNeXtBlock.cuda_split_bf16_gemms (the MLP as bf16 GEMMs of split operands; here an fp32 GEMM of the same
-    bf16 parts) through inductor's CPU code with the compiled-CUDA test made true for CPU tensors: the block's fp32
-    output to the split's accuracy (3 parts: fp32 rounding), its weight operands built once and rebuilt when a
-    weight changes. tests/test_gpu.py runs the real thing."""
+def test_split_bf16_gemms_compute_the_backbone_through_inductor(monkeypatch, parts, tol):
+    """VocosBackbone.cuda_split_bf16_gemms (the blocks' MLPs as bf16 GEMMs of split operands; here an fp32 GEMM of
+    the same bf16 parts) through inductor's CPU code with the compiled-CUDA test made true for CPU tensors: the fp32
+    output to the split's accuracy (3 parts: fp32 rounding); the operands' graph break leaves every block in one
+    graph (a break inside the blocks' loop would leave them uncompiled); the operands are rebuilt when a weight
+    changes. tests/test_gpu.py runs the real thing."""
     from audiocodec.nn import vocos
 
     def compiled_inference(x):
         return torch.compiler.is_compiling() and not torch.is_grad_enabled()
 
     monkeypatch.setattr(vocos, "compiled_cuda_inference", compiled_inference)
-    monkeypatch.setattr(vocos.ConvNeXtBlock, "cuda_split_bf16_gemms", True)
-    monkeypatch.setattr(vocos.ConvNeXtBlock, "split_bf16_parts", parts)
+    monkeypatch.setattr(vocos.VocosBackbone, "cuda_split_bf16_gemms", True)
+    monkeypatch.setattr(vocos.VocosBackbone, "split_bf16_parts", parts)
     monkeypatch.setattr(vocos.ConvNeXtBlock, "compiled_taps", False)
     torch.manual_seed(0)
-    block = ConvNeXtBlock(64, 192, 0.5).eval()
-    x = torch.randn(2, 64, 40)
+    backbone = vocos.VocosBackbone(16, 64, 192, num_layers=3).eval()
+    x = torch.randn(2, 16, 40)
+    graphs = []
+
+    def count_mms(gm, inputs):   # a dynamo backend that notes each graph's matrix products, then runs inductor
+        graphs.append(sum(n.target is torch.mm for n in gm.graph.nodes))
+        from torch._inductor.compile_fx import compile_fx
+        return compile_fx(gm, inputs)
+
     rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
     with torch.no_grad():
-        compiled = torch.compile(block, dynamic=False)
+        compiled = torch.compile(backbone, backend=count_mms, dynamic=False)
         for _ in range(2):
-            assert rel(compiled(x), block(x)) < tol
-        cache = block.__dict__["_layout_cache"]
+            assert rel(compiled(x), backbone(x)) < tol
+        assert max(graphs) == 2 * 3   # the three blocks' six split GEMMs in one graph
+        cache = backbone.__dict__["_layout_cache"]
         operand = cache[f"split_bf16_{parts}_0"][1]
         assert operand.shape == (192, len(PRODUCTS[parts]) * 64) and operand.dtype == torch.bfloat16
-        block.pwconv1.weight.mul_(2)   # a changed weight: new operands, the new block's output
-        assert rel(compiled(x), block(x)) < tol and cache[f"split_bf16_{parts}_0"][1] is not operand
+        backbone.convnext[0].pwconv1.weight.mul_(2)   # a changed weight: new operands, the new output
+        assert rel(compiled(x), backbone(x)) < tol and cache[f"split_bf16_{parts}_0"][1] is not operand

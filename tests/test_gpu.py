@@ -89,18 +89,18 @@ def test_compiled_codec_matches_eager(monkeypatch, bf16):
 @cuda
 @pytest.mark.parametrize("parts,tol", [(3, 2e-5), (2, 2e-4)])
 def test_split_bf16_gemms_decode_as_the_fp32_gemms(monkeypatch, parts, tol):
-    """ConvNeXtBlock.cuda_split_bf16_gemms (compiled fp32 CUDA inference: the MLP's GEMMs as bf16 tensor-core GEMMs
+    """VocosBackbone.cuda_split_bf16_gemms (compiled fp32 CUDA inference: the MLP's GEMMs as bf16 tensor-core GEMMs
     of split operands): the compiled decode of the fp32 GEMMs up to their rounding (the same convolutions run in
     both: only the GEMMs differ), under CUDA graphs too; a split that lost its low parts would be off by ~1e-3."""
     codec = _seeded("wavtokenizer-75")
     codes = codec.encode(synth_audio(1.5, batch=3, seed=2).cuda())
-    monkeypatch.setattr(vocos.ConvNeXtBlock, "cuda_split_bf16_gemms", False)
+    monkeypatch.setattr(vocos.VocosBackbone, "cuda_split_bf16_gemms", False)
     with torch.no_grad():
         eager = codec.decode(codes)
         codec.compile(dynamic=False)
         ref = codec.decode(codes)
-        monkeypatch.setattr(vocos.ConvNeXtBlock, "cuda_split_bf16_gemms", True)
-        monkeypatch.setattr(vocos.ConvNeXtBlock, "split_bf16_parts", parts)
+        monkeypatch.setattr(vocos.VocosBackbone, "cuda_split_bf16_gemms", True)
+        monkeypatch.setattr(vocos.VocosBackbone, "split_bf16_parts", parts)
         torch._dynamo.reset()  # traced again with the switch on
         runs = [codec.decode(codes)]
         codec.use_cuda_graphs()
@@ -108,8 +108,8 @@ def test_split_bf16_gemms_decode_as_the_fp32_gemms(monkeypatch, parts, tol):
     rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
     for audio in runs:
         assert rel(audio, ref) < tol and rel(audio, eager) < 1e-3
-    block = codec.decoder.backbone.convnext[0]
-    assert f"split_bf16_{parts}_0" in block.__dict__["_layout_cache"]  # the split path ran
+    cache = codec.decoder.backbone.__dict__["_layout_cache"]
+    assert f"split_bf16_{parts}_23" in cache  # the split path ran, for the 12 blocks' 24 GEMMs
 
 
 @cuda

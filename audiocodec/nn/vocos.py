@@ -58,20 +58,13 @@ class ConvNeXtBlock(nn.Module):
     #: session 10); off gives PyTorch's conv (``benchmarks/codec_speed.py --switch compiled_taps=False``).
     compiled_taps = True
 
-    #: under ``torch.compile`` for CUDA inference in fp32: ``pwconv1`` and ``pwconv2`` (24 of a WavTokenizer
-    #: decoder's 25 GEMMs) as bf16 tensor-core GEMMs of operands split into :attr:`split_bf16_parts` parts
-    #: (:func:`~audiocodec.nn.split_bf16.split_bf16_linear`; 3 parts: products to fp32's own rounding, 2: to
-    #: ~2^-16) instead of fp32 GEMMs without tensor cores. Its weight operands (3 parts: 3x the fp32 weights'
-    #: bytes) are built on the first call.
-    cuda_split_bf16_gemms = False
-    split_bf16_parts = 3
-
-    def forward(self, x: torch.Tensor, cond_id: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond_id: int = 0,
+                split_operands: Optional[tuple[int, torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """``split_operands``: ``(parts, pwconv1's, pwconv2's)`` weight operands of
+        :func:`~audiocodec.nn.split_bf16.split_bf16_linear`, to run the MLP through it (given by
+        :class:`VocosBackbone` under :attr:`VocosBackbone.cuda_split_bf16_gemms`)."""
         if cpu_inference(x):
             return self._forward_time_major(x, cond_id)
-        split = self.cuda_split_bf16_gemms and compiled_cuda_inference(x) and not reduced_precision(x)
-        if split:  # first: the graph break of the cached operands falls between blocks
-            w1, w2 = cached_weight_operands(self, (self.pwconv1, self.pwconv2), self.split_bf16_parts)
         residual = x
         if self.compiled_taps and compiled_cuda_inference(x):
             x = depthwise_conv1d_taps(x, self.dwconv.weight, self.dwconv.bias, self.dwconv.padding[0])
@@ -79,9 +72,10 @@ class ConvNeXtBlock(nn.Module):
             x = self.dwconv(x)
         x = x.transpose(1, 2)
         x = self.norm(x, cond_id) if self.adanorm else self.norm(x)
-        if split:
-            h = self.act(split_bf16_linear(x, w1, self.pwconv1.bias, self.split_bf16_parts))
-            x = split_bf16_linear(h, w2, self.pwconv2.bias, self.split_bf16_parts)
+        if split_operands is not None:
+            parts, w1, w2 = split_operands
+            h = self.act(split_bf16_linear(x, w1, self.pwconv1.bias, parts))
+            x = split_bf16_linear(h, w2, self.pwconv2.bias, parts)
         else:
             x = self.pwconv2(self.act(self.pwconv1(x)))
         if self.gamma is not None:
@@ -220,6 +214,14 @@ class VocosBackbone(nn.Module):
         self.apply(self._init_weights)
         self.pos_net = build_pos_net(dim, dropout) if attention else None
 
+    #: under ``torch.compile`` for CUDA inference in fp32: the ConvNeXt blocks' ``pwconv1`` and ``pwconv2`` (24 of
+    #: a WavTokenizer decoder's 25 GEMMs) as bf16 tensor-core GEMMs of operands split into :attr:`split_bf16_parts`
+    #: parts (:func:`~audiocodec.nn.split_bf16.split_bf16_linear`; 3 parts: products to fp32's own rounding, 2: to
+    #: ~2^-16) instead of fp32 GEMMs without tensor cores. The weight operands (3 parts: 3x the fp32 weights'
+    #: bytes) are built on the first call and cached outside the compiled graph.
+    cuda_split_bf16_gemms = False
+    split_bf16_parts = 3
+
     @staticmethod
     def _init_weights(m: nn.Module):
         if isinstance(m, (nn.Conv1d, nn.Linear)):
@@ -228,6 +230,14 @@ class VocosBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor, cond_id: int = 0) -> torch.Tensor:
         """``cond_id``: the AdaLN condition (e.g. bandwidth index); ignored without AdaLN."""
+        split = [None] * len(self.convnext)
+        if self.cuda_split_bf16_gemms and compiled_cuda_inference(x) and not reduced_precision(x):
+            # first thing in this frame, so that the graph break of fetching the cached operands leaves the rest,
+            # blocks included, one graph (a break inside the blocks' loop would leave the loop uncompiled)
+            parts = self.split_bf16_parts
+            ops = cached_weight_operands(self, tuple(lin for b in self.convnext for lin in (b.pwconv1, b.pwconv2)),
+                                         parts)
+            split = [(parts, ops[2 * i], ops[2 * i + 1]) for i in range(len(self.convnext))]
         x = self.embed(x)
         if self.pos_net is not None:
             x = self.pos_net(x)
@@ -236,8 +246,8 @@ class VocosBackbone(nn.Module):
         else:
             x = self.norm(x.transpose(1, 2))
         x = x.transpose(1, 2)
-        for block in self.convnext:
-            x = block(x, cond_id)
+        for block, operands in zip(self.convnext, split):
+            x = block(x, cond_id, operands)
         return self.final_layer_norm(x.transpose(1, 2))
 
 
