@@ -91,7 +91,7 @@ def print_timeline(prof, gaps: int = 12) -> None:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         prof.export_chrome_trace(f.name)
         events = json.loads(Path(f.name).read_text())["traceEvents"]
-    call = next(e for e in events if e.get("name") == "profiled_call" and e.get("ph") == "X")
+    call = next(e for e in events if e.get("name") == "profiled_call" and e.get("cat") == "user_annotation")
     kernels = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy",
                                                                                    "gpu_memset")),
                      key=lambda e: e["ts"])
