@@ -85,7 +85,8 @@ def test_winograd_matrices_compute_the_correlation(m, r, points):
     at, g, bt = winograd_matrices(m, r, points)
     assert at.shape == (m, m + r - 1) and g.shape == (m + r - 1, r) and bt.shape == (m + r - 1, m + r - 1)
     gen = torch.Generator().manual_seed(0)
-    d, w = torch.randn(m + r - 1, generator=gen, dtype=torch.float64), torch.randn(r, generator=gen, dtype=torch.float64)
+    d = torch.randn(m + r - 1, generator=gen, dtype=torch.float64)
+    w = torch.randn(r, generator=gen, dtype=torch.float64)
     ref = torch.stack([(w * d[i:i + r]).sum() for i in range(m)])
     torch.testing.assert_close(at @ ((g @ w) * (bt @ d)), ref, atol=1e-12, rtol=1e-12)
     with pytest.raises(ValueError, match="finite points"):

@@ -261,8 +261,10 @@ def winograd_matrices(m: int, r: int, points: tuple) -> tuple[torch.Tensor, torc
     def vandermonde(cols):   # evaluation at the points, and the leading coefficient (the point at infinity)
         return [[p ** j for j in range(cols)] for p in pts] + [[Fraction(0)] * (cols - 1) + [Fraction(1)]]
 
+    def as_tensor(rows):
+        return torch.tensor([[float(v) for v in row] for row in rows], dtype=torch.float64)
+
     inv = _rational_inverse(vandermonde(a))
-    as_tensor = lambda rows: torch.tensor([[float(v) for v in row] for row in rows], dtype=torch.float64)  # noqa: E731
     return as_tensor(vandermonde(m)).t().contiguous(), as_tensor(vandermonde(r)), as_tensor(inv).t().contiguous()
 
 
@@ -305,16 +307,22 @@ def winograd_conv(x: torch.Tensor, owner: nn.Module, weight: torch.Tensor, bias:
     xp = x.new_zeros(b, n * m + r - 1, x.shape[1])   # time-major, r // 2 zeros ahead, zeros after
     xp[:, r // 2: r // 2 + t] = x.transpose(1, 2)
     d = [xp[:, j:j + m * n:m] for j in range(a)]   # [B, n, C_in] each: tile i's inputs m i + j
+    # the bias rides on a product that every output of a tile adds once (the point 1's), if the points have one
+    rider = next((k for k in range(a) if bool((at[:, k] == 1).all())), None)
+
+    def filters(w, bb, k):   # product k's filter [C_out, C_in] and bias
+        return torch.einsum("j,oij->oi", g[k], w.double()).to(w.dtype), (bb if k == rider else None)
+
     products = []
     for k in range(a):
         u = _combine([(float(c), d[j]) for j, c in enumerate(bt[k].tolist()) if c != 0])
-        products.append(packed_linear(u, owner, f"winograd_{m}_{r}_{k}", (weight,),
-                                      lambda w, k=k: (torch.einsum("j,oij->oi", g[k], w.double()).to(w.dtype), None)))
+        products.append(packed_linear(u, owner, f"winograd_{m}_{r}_{k}", (weight, bias),
+                                      functools.partial(filters, k=k)))
     y = x.new_empty(b, n, m, products[0].shape[-1])
     for i in range(m):
         _combine([(float(c), products[k]) for k, c in enumerate(at[i].tolist()) if c != 0], out=y[:, :, i])
     y = y.view(b, n * m, -1)[:, :t]
-    if bias is not None:
+    if bias is not None and rider is None:
         y.add_(bias)
     return y.transpose(1, 2)
 
@@ -474,7 +482,8 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         :data:`WINOGRAD_TILES` with zero "same" padding of wide layers (the GEMMs dominate the transforms) on the
         fp32 oneDNN path."""
         return (self.cpu_winograd and self.kernel_size[0] in WINOGRAD_TILES and self.stride[0] == 1
-                and self.dilation[0] == 1 and self.groups == 1 and self.in_channels * self.out_channels >= self.winograd_min_weights
+                and self.dilation[0] == 1 and self.groups == 1
+                and self.in_channels * self.out_channels >= self.winograd_min_weights
                 and x.shape[-1] >= 8 and self._packed_applies(x))
 
     def _packed_applies(self, x: torch.Tensor) -> bool:
