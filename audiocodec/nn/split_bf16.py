@@ -17,6 +17,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .conv import TimeMajorWeights
+
 #: the products ``(part of x, part of w)`` summed for ``parts`` = 1, 2, 3
 PRODUCTS = {1: ((0, 0),), 2: ((0, 0), (0, 1), (1, 0)), 3: ((0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (2, 0))}
 
@@ -79,6 +81,5 @@ def cached_weight_operands(owner: nn.Module, linears: tuple[nn.Linear, ...], par
     """:func:`split_weight_operand` of each of ``linears``, cached on ``owner`` and rebuilt when a weight changes.
     Kept out of ``torch.compile`` graphs (a graph would recompute the split on every call): called first in a
     compiled forward, its break in the graph costs no fusion."""
-    from .conv import TimeMajorWeights  # the module-level cache of derived weights
     return [TimeMajorWeights.get(owner, f"split_bf16_{parts}_{i}", lin.weight,
                                  lambda w: split_weight_operand(w, parts)) for i, lin in enumerate(linears)]
