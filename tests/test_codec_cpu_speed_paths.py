@@ -229,6 +229,31 @@ def test_packed_vocos_linears_follow_weight_updates_and_copy():
         torch.testing.assert_close(twin.decode(codes), fast, atol=1e-6, rtol=1e-5)
 
 
+def test_folded_attention_equals_the_four_projections_and_follows_weight_updates():
+    """The pos_net attention's CPU path (q and k folded into one matrix, v into proj_out) computes the four
+    projections' attention, biases included, and its folded weights follow in-place updates of any source."""
+    from audiocodec.nn.vocos import AttnBlock
+    torch.manual_seed(0)
+    attn = AttnBlock(64).eval()
+    with torch.no_grad():
+        for conv in (attn.q, attn.k, attn.v, attn.proj_out):
+            conv.weight.mul_(3)
+            conv.bias.normal_()
+    x = torch.randn(2, 64, 50)
+
+    def check():  # the fast path's error against float64 is of the order of the fp32 reference's own
+        fast, ref = both(lambda: attn(x))
+        with torch.inference_mode(), reference_path():
+            truth = copy.deepcopy(attn).double()(x.double())
+        scale = truth.abs().max()
+        assert (fast - truth).abs().max() / scale < 4e-6 and (ref - truth).abs().max() / scale < 4e-6
+    check()
+    for param in (attn.q.bias, attn.k.weight, attn.v.bias, attn.proj_out.weight):
+        with torch.no_grad():
+            param.add_(torch.randn_like(param))
+        check()
+
+
 def test_bf16_decode_fast_path_equals_reference_bf16():
     """Under CPU bf16 autocast the packed path computes the reference path's bf16 GEMMs (oneDNN both)."""
     codec, codes = _tiny_decoder_codes(1)
