@@ -77,6 +77,36 @@ def test_winograd_conv_equals_the_conv(monkeypatch, k, length):
     assert len(calls) == 3
 
 
+@pytest.mark.parametrize("causal,mode", [(False, "reflect"), (True, "constant"), (False, "replicate")])
+def test_polyphase_strided_conv_equals_the_conv(monkeypatch, causal, mode):
+    """PaddedConv1d.cpu_polyphase (a strided conv of kernel n strides as n GEMMs over frames of stride samples):
+    the reference conv's output for n = 2 and 3, lengths that fill the last frame or not, a batch, either input
+    layout, a weight changed in place; taken only where it applies."""
+    calls = []
+    original = PaddedConv1d._polyphase_conv
+    monkeypatch.setattr(PaddedConv1d, "_polyphase_conv", lambda self, xp: calls.append(1) or original(self, xp))
+    monkeypatch.setattr(PaddedConv1d, "polyphase_min_width", 64)
+    torch.manual_seed(0)
+    for k, s in [(8, 4), (12, 4)]:
+        conv = PaddedConv1d(16, 24, k, stride=s, causal=causal, pad_mode=mode).eval()
+        for length in (37, 40, 4099):  # 4099: past PaddedConv1d.long_input
+            x = torch.randn(2, 16, length)
+            for inp in (x, x.transpose(1, 2).contiguous().transpose(1, 2)):
+                fast, ref = both(lambda: conv(inp))
+                assert fast.shape == ref.shape == (2, 24, -(-length // s))
+                torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+        with torch.no_grad():
+            conv.weight[:, :, -1].mul_(-3)
+        fast, ref = both(lambda: conv(x))
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    assert len(calls) == 2 * (3 * 2 + 1)
+    x = torch.randn(1, 8, 40)
+    narrow = PaddedConv1d(8, 24, 8, stride=4).eval()  # 4 x 8 < polyphase_min_width
+    unstrided = PaddedConv1d(16, 24, 8).eval()
+    both(lambda: (narrow(x), unstrided(torch.randn(1, 16, 40))))
+    assert len(calls) == 14
+
+
 @pytest.mark.parametrize("m,r,points", [(2, 3, (0, 1, -1)), (4, 3, (0, 1, -1, 2, -2)),
                                         (2, 7, (0, 1, -1, 2, -2, 0.5, -0.5))])
 def test_winograd_matrices_compute_the_correlation(m, r, points):

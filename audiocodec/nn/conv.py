@@ -406,6 +406,12 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
     #: and 4/7 of the direct conv's multiply-adds (2 vCPUs, benchmarks/RESULTS.md sessions 11 and 12)
     cpu_winograd = True
     winograd_min_weights = 256 * 256
+    #: on that CPU path, a strided conv whose kernel is ``n`` strides long (EnCodec's and WavTokenizer's
+    #: downsampling convs, ``k = 2 s``) over wide frames (``s * C_in`` at least :attr:`polyphase_min_width`) runs
+    #: as ``n`` GEMMs over the padded input viewed as frames of ``s`` samples (:meth:`_polyphase_conv`): oneDNN's
+    #: direct conv reached 126 GFLOP/s on WavTokenizer's 256 -> 512, k=16, s=8 conv, the GEMMs ~170 (2 vCPUs)
+    cpu_polyphase = True
+    polyphase_min_width = 1024
     #: under ``torch.compile`` for CUDA inference in bf16 / fp16, write the conv as a channels-last conv2d
     #: (``[B, C, 1, L]`` in ``[B, L, C]`` memory, the layout of cuDNN's tensor-core kernels), so that cuDNN
     #: does not transpose each input and output (8.8 of 43 ms of a compiled batch-64 bf16 encode on an H100)
@@ -464,6 +470,8 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
             if self._winograd_applies(x):
                 return winograd_conv(x, self, self.weight, self.bias, *WINOGRAD_TILES[self.kernel_size[0]])
             return conv(time_major_4d(x), padding=(0, left)).squeeze(2)
+        if self._polyphase_applies(x):  # its GEMMs gain more than the padded copy costs, on long inputs too
+            return self._polyphase_conv(pad_time_major(x, left, right, self.pad_mode))
         if x.shape[-1] >= self.long_input and self.pad_mode in ("reflect", "replicate", "constant"):
             return self._forward_long(x, main=lambda x_, pad: conv(time_major_4d(x_), padding=(0, pad)).squeeze(2))
         return conv(pad_time_major(x, left, right, self.pad_mode)).squeeze(2)
@@ -485,6 +493,31 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
                 and self.dilation[0] == 1 and self.groups == 1
                 and self.in_channels * self.out_channels >= self.winograd_min_weights
                 and x.shape[-1] >= 8 and self._packed_applies(x))
+
+    def _polyphase_applies(self, x: torch.Tensor) -> bool:
+        """:attr:`cpu_polyphase` applies: an undilated, ungrouped conv of stride ``s > 1`` and kernel ``n s``
+        (``n >= 2``), ``s * C_in >= polyphase_min_width``, on the fp32 oneDNN path."""
+        s, k = self.stride[0], self.kernel_size[0]
+        return (self.cpu_polyphase and s > 1 and k % s == 0 and k > s and self.dilation[0] == 1
+                and self.groups == 1 and s * self.in_channels >= self.polyphase_min_width and self._packed_applies(x))
+
+    def _polyphase_conv(self, xp: torch.Tensor) -> torch.Tensor:
+        """The conv of the padded time-major ``xp [B, C_in, 1, L_p]`` (``[B, L_p, C_in]`` memory) as ``n = k / s``
+        GEMMs: viewed as frames ``X [B, F, s C_in]`` of ``s`` samples, output frame ``t`` is ``sum_j X[t + j] W_j``
+        with ``W_j`` the taps ``j s .. j s + s - 1`` (prepacked once, cached). Returns ``[B, C_out, T]``, a
+        time-major view; equal to the conv up to float rounding."""
+        s, k = self.stride[0], self.kernel_size[0]
+        n, (b, c, _, length) = k // s, xp.shape
+        t = (length - k) // s + 1
+        frames = xp.squeeze(2).transpose(1, 2)[:, :(t + n - 1) * s].reshape(b, t + n - 1, s * c)
+        taps = lambda w: [w[:, :, j * s:(j + 1) * s].transpose(1, 2).reshape(w.shape[0], s * c)  # noqa: E731
+                          for j in range(n)]
+        packed = TimeMajorWeights.get(self, "w_polyphase", self.weight, lambda w: [
+            torch.ops.mkldnn._reorder_linear_weight(tap.contiguous(), None) for tap in taps(w)])
+        y = torch.ops.mkldnn._linear_pointwise(frames[:, :t], packed[0], self.bias, "none", [], "")
+        for j in range(1, n):
+            y = torch.ops.mkldnn._linear_pointwise.binary(frames[:, j:j + t], y, packed[j], None, "add")
+        return y.transpose(1, 2)
 
     def _packed_applies(self, x: torch.Tensor) -> bool:
         """Whether the time-major conv runs through oneDNN with a prepacked weight (fp32, no autocast)."""
