@@ -6,7 +6,7 @@
 #
 #   benchmarks/device/speed_suite.sh OUT [STEP ...]
 #
-# steps: tests tests_codec song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
+# steps: tests tests_codec tests_KEYWORD (pytest -k KEYWORD) song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
 #        train_compiled_loose codec codec_tm codec_switches (= codec_all codec_none codec_compiled_taps
 #        codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention) codec_b1_none
 #        codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_autotune profile profile_b1 timeline_b1
@@ -60,6 +60,7 @@ for s in "${steps[@]}"; do
     case $s in
         tests) step tests 420 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py ;;
         tests_codec) step tests_codec 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "codec or search or attention" ;;
+        tests_*) step "$s" 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -k "${s#tests_}" ;;   # tests_split: -k split
         # the default model's shapes (song-mini, 8 x 1024 codes at 40 Hz) with random weights: its 62 MB file
         # does not fit in a device call's 64 MiB working tree
         song) step song 240 python3 benchmarks/song_speed.py --device cuda --model random --batch-sizes 1 \
@@ -114,7 +115,7 @@ for s in "${steps[@]}"; do
                          --cuda-graphs --timeline --rows 12 ;;
         timeline_b1_split) step timeline_b1_split 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 \
                                --compile --cuda-graphs --timeline --rows 12 --switch cuda_split_bf16_gemms=True ;;
-        *) echo "unknown step $s (tests tests_codec song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_b1_none codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_autotune profile profile_b1 timeline_b1 timeline_b1_split)"
+        *) echo "unknown step $s (tests tests_codec tests_KEYWORD song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_b1_none codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_autotune profile profile_b1 timeline_b1 timeline_b1_split)"
            exit 2 ;;
     esac
 done
