@@ -85,6 +85,7 @@ SWITCHES = {
     "cuda_split_bf16_search": ("audiocodec.quantize.vq", "EuclideanCodebook"),  # VQ search as split-bf16 GEMM
     "cuda_matmul_attention": ("audiocodec.nn.vocos", "AttnBlock"),     # pos_net attention as two bf16 matmuls
     "cuda_split_bf16_gemms": ("audiocodec.nn.vocos", "VocosBackbone"),  # compiled fp32 MLP GEMMs as split bf16
+    "cuda_split_bf16_convs": ("audiocodec.nn.vocos", "VocosBackbone"),  # and the backbone's convs (im2col)
     "split_bf16_parts": ("audiocodec.nn.vocos", "VocosBackbone"),       # their parts: 3 (fp32-grade) or 2 (~2^-16)
 }
 

@@ -186,3 +186,43 @@ def test_split_bf16_gemms_compute_the_backbone_through_inductor(monkeypatch, par
         assert operand.shape == (192, len(PRODUCTS[parts]) * 64) and operand.dtype == torch.bfloat16
         backbone.convnext[0].pwconv1.weight.mul_(2)   # a changed weight: new operands, the new output
         assert rel(compiled(x), backbone(x)) < tol and cache[f"split_bf16_{parts}_0"][1] is not operand
+
+
+@pytest.mark.parametrize("parts,tol", [(3, 1e-6), (2, 1e-4)])
+def test_split_bf16_convs_compute_the_backbone_through_inductor(monkeypatch, parts, tol):
+    """VocosBackbone.cuda_split_bf16_convs (the input conv, the pos_net's convs and attention projections as bf16
+    GEMMs of split im2col columns; here fp32 GEMMs of the same parts) with the MLPs' split, through inductor's CPU
+    code as above: the output to the split's accuracy, every product in one graph, operands rebuilt when a conv's
+    weight changes."""
+    from audiocodec.nn import vocos
+
+    monkeypatch.setattr(vocos, "compiled_cuda_inference", lambda x: torch.compiler.is_compiling()
+                        and not torch.is_grad_enabled())
+    monkeypatch.setattr(vocos.VocosBackbone, "cuda_split_bf16_gemms", True)
+    monkeypatch.setattr(vocos.VocosBackbone, "cuda_split_bf16_convs", True)
+    monkeypatch.setattr(vocos.VocosBackbone, "split_bf16_parts", parts)
+    monkeypatch.setattr(vocos.ConvNeXtBlock, "compiled_taps", False)
+    torch.manual_seed(0)
+    backbone = vocos.VocosBackbone(16, 64, 192, num_layers=2, attention=True).eval()
+    with torch.no_grad():
+        for m in backbone.pos_net.modules():
+            if isinstance(m, PaddedConv1d):  # the official init: non-zero biases
+                m.bias.normal_(0, 0.1)
+    x = torch.randn(2, 16, 40)
+    graphs = []
+
+    def count_products(gm, inputs):
+        graphs.append(sum(n.target is torch.mm for n in gm.graph.nodes)
+                      + sum(n.target is torch.ops.aten.convolution.default for n in gm.graph.nodes))
+        from torch._inductor.compile_fx import compile_fx
+        return compile_fx(gm, inputs)
+
+    rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    with torch.no_grad():
+        ref = backbone(x)
+        compiled = torch.compile(backbone, backend=count_products, dynamic=False)
+        assert rel(compiled(x), ref) < tol
+        # 2 x 2 MLP GEMMs, the input conv, 4 x 2 pos_net convs, 4 projections: all split GEMMs, in one graph
+        assert max(graphs) == 4 + 1 + 8 + 4
+        backbone.pos_net[2].k.weight.mul_(2)   # a changed weight: new operands, the new output
+        assert rel(compiled(x), backbone(x)) < tol and rel(backbone(x), ref) > 1e-3

@@ -87,19 +87,22 @@ def test_compiled_codec_matches_eager(monkeypatch, bf16):
 
 
 @cuda
-@pytest.mark.parametrize("parts,tol", [(3, 2e-5), (2, 2e-4)])
-def test_split_bf16_gemms_decode_as_the_fp32_gemms(monkeypatch, parts, tol):
+@pytest.mark.parametrize("parts,tol,convs", [(3, 2e-5, False), (2, 2e-4, False), (3, 2e-5, True)])
+def test_split_bf16_gemms_decode_as_the_fp32_gemms(monkeypatch, parts, tol, convs):
     """VocosBackbone.cuda_split_bf16_gemms (compiled fp32 CUDA inference: the MLP's GEMMs as bf16 tensor-core GEMMs
-    of split operands): the compiled decode of the fp32 GEMMs up to their rounding (the same convolutions run in
-    both: only the GEMMs differ), under CUDA graphs too; a split that lost its low parts would be off by ~1e-3."""
+    of split operands), and with ``convs`` cuda_split_bf16_convs too: the compiled decode of the fp32 products up to
+    their rounding (cuDNN's convs without TF32 for the reference), under CUDA graphs too; a split that lost its low
+    parts would be off by ~1e-3."""
     codec = _seeded("wavtokenizer-75")
     codes = codec.encode(synth_audio(1.5, batch=3, seed=2).cuda())
     monkeypatch.setattr(vocos.VocosBackbone, "cuda_split_bf16_gemms", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     with torch.no_grad():
         eager = codec.decode(codes)
         codec.compile(dynamic=False)
         ref = codec.decode(codes)
         monkeypatch.setattr(vocos.VocosBackbone, "cuda_split_bf16_gemms", True)
+        monkeypatch.setattr(vocos.VocosBackbone, "cuda_split_bf16_convs", convs)
         monkeypatch.setattr(vocos.VocosBackbone, "split_bf16_parts", parts)
         torch._dynamo.reset()  # traced again with the switch on
         runs = [codec.decode(codes)]
@@ -110,6 +113,7 @@ def test_split_bf16_gemms_decode_as_the_fp32_gemms(monkeypatch, parts, tol):
         assert rel(audio, ref) < tol and rel(audio, eager) < 1e-3
     cache = codec.decoder.backbone.__dict__["_layout_cache"]
     assert f"split_bf16_{parts}_23" in cache  # the split path ran, for the 12 blocks' 24 GEMMs
+    assert (f"split_bf16_{parts}_36" in cache) == convs  # and the input conv, 8 pos_net convs, 4 projections
 
 
 @cuda

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .conv import TimeMajorWeights
@@ -76,10 +77,30 @@ def split_bf16_linear(x: torch.Tensor, weight_operand: torch.Tensor, bias: Optio
     return out.view(*x.shape[:-1], weight_operand.shape[0])
 
 
+def weight_matrix(weight: torch.Tensor) -> torch.Tensor:
+    """A linear layer's ``weight [N, K]`` as is, or a conv1d's ``[C_out, C_in, k]`` as ``[C_out, k C_in]`` (tap
+    major: the order of :func:`split_bf16_conv1d`'s columns)."""
+    return weight if weight.dim() == 2 else weight.permute(0, 2, 1).reshape(weight.shape[0], -1)
+
+
+def split_bf16_conv1d(x: torch.Tensor, weight_operand: torch.Tensor, bias: Optional[torch.Tensor], kernel_size: int,
+                      parts: int) -> torch.Tensor:
+    """A stride-1, undilated, ungrouped conv1d with zero "same" padding (odd ``kernel_size``) of ``x [B, C_in, T]``
+    in fp32 as one bf16 GEMM of split operands over its im2col columns (``[B, T, k C_in]``; under ``torch.compile``
+    the padding, the columns and the split are one kernel). ``weight_operand``: :func:`split_weight_operand` of
+    :func:`weight_matrix` of the conv's weight. Returns ``[B, C_out, T]`` (a time-major view)."""
+    pad = kernel_size // 2
+    cols = F.pad(x, (pad, pad)).unfold(-1, kernel_size, 1)  # [B, C_in, T, k]
+    cols = cols.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[-1], -1)
+    return split_bf16_linear(cols, weight_operand, bias, parts).transpose(1, 2)
+
+
 @torch.compiler.disable
-def cached_weight_operands(owner: nn.Module, linears: tuple[nn.Linear, ...], parts: int) -> list[torch.Tensor]:
-    """:func:`split_weight_operand` of each of ``linears``, cached on ``owner`` and rebuilt when a weight changes.
-    Kept out of ``torch.compile`` graphs (a graph would recompute the split on every call): called first in a
-    compiled forward, its break in the graph costs no fusion."""
-    return [TimeMajorWeights.get(owner, f"split_bf16_{parts}_{i}", lin.weight,
-                                 lambda w: split_weight_operand(w, parts)) for i, lin in enumerate(linears)]
+def cached_weight_operands(owner: nn.Module, layers: tuple[nn.Module, ...], parts: int) -> list[torch.Tensor]:
+    """:func:`split_weight_operand` of each of ``layers``' weights (linear layers and convs, see
+    :func:`weight_matrix`), cached on ``owner`` and rebuilt when a weight changes. Kept out of ``torch.compile``
+    graphs (a graph would recompute the split on every call): called first in a compiled forward, its break in the
+    graph costs no fusion."""
+    return [TimeMajorWeights.get(owner, f"split_bf16_{parts}_{i}", layer.weight,
+                                 lambda w: split_weight_operand(weight_matrix(w), parts))
+            for i, layer in enumerate(layers)]

@@ -15,7 +15,7 @@ from torch import nn
 from .conv import PaddedConv1d, compiled_cuda_inference, cpu_inference, \
     depthwise_conv1d_taps, onednn_dtype, packed_layer, packed_linear, reduced_precision, time_major_4d, \
     time_major_conv_weight
-from .split_bf16 import cached_weight_operands, split_bf16_linear
+from .split_bf16 import cached_weight_operands, split_bf16_conv1d, split_bf16_linear
 
 
 class AdaLayerNorm(nn.Module):
@@ -134,10 +134,23 @@ class ResBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.conv2 = _conv(channels, channels, 3)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+    def convs(self) -> tuple[PaddedConv1d, ...]:
+        return self.conv1, self.conv2
+
+    def forward(self, x: torch.Tensor, split: Optional[tuple] = None) -> torch.Tensor:
+        """``split``: ``(parts, operand of conv1, of conv2)`` to run the convs through
+        :func:`~audiocodec.nn.split_bf16.split_bf16_conv1d` (:attr:`VocosBackbone.cuda_split_bf16_convs`)."""
+        h = _run_conv(self.conv1, F.silu(self.norm1(x)), split, 0)
+        h = _run_conv(self.conv2, self.dropout(F.silu(self.norm2(h))), split, 1)
         return x + h
+
+
+def _run_conv(conv: PaddedConv1d, x: torch.Tensor, split: Optional[tuple], i: int) -> torch.Tensor:
+    """``conv(x)``, or with ``split = (parts, operand, ...)`` the same conv (zero "same" padding, stride 1) as a
+    bf16 GEMM of split operands with the ``i``-th operand."""
+    if split is None:
+        return conv(x)
+    return split_bf16_conv1d(x, split[1 + i], conv.bias, conv.kernel_size[0], split[0])
 
 
 def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -174,17 +187,22 @@ class AttnBlock(nn.Module):
         self.v = _conv(channels, channels, 1)
         self.proj_out = _conv(channels, channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def convs(self) -> tuple[PaddedConv1d, ...]:
+        return self.q, self.k, self.v, self.proj_out
+
+    def forward(self, x: torch.Tensor, split: Optional[tuple] = None) -> torch.Tensor:
+        """``split``: ``(parts, operands of q, k, v, proj_out)``, as :meth:`ResBlock.forward`'s."""
         h = self.norm(x)
         if onednn_dtype(h) == torch.float32:
             return x + self._folded_attention(h.transpose(1, 2)).transpose(1, 2)
-        q, k, v = (proj(h).transpose(1, 2) for proj in (self.q, self.k, self.v))  # [B, T, C]
+        q, k, v = (_run_conv(proj, h, split, i).transpose(1, 2)  # [B, T, C]
+                   for i, proj in enumerate((self.q, self.k, self.v)))
         if (self.cuda_matmul_attention and q.is_cuda and not torch.is_grad_enabled()
                 and reduced_precision(q)):
             h = matmul_attention(q, k, v)
         else:
             h = F.scaled_dot_product_attention(q, k, v)
-        return x + self.proj_out(h.transpose(1, 2))
+        return x + _run_conv(self.proj_out, h.transpose(1, 2), split, 3)
 
 
     def _folded_attention(self, h: torch.Tensor) -> torch.Tensor:
@@ -268,6 +286,11 @@ class VocosBackbone(nn.Module):
     #: bytes) are built on the first call and cached outside the compiled graph.
     cuda_split_bf16_gemms = False
     split_bf16_parts = 3
+    #: the same for the convolutions (the input conv, k=7; the pos_net's k=3 convs and its attention's 1x1
+    #: projections): im2col and split in one fused kernel, then one bf16 GEMM each, instead of cuDNN's convs (which
+    #: compute fp32 in TF32 by default, ~2^-11, and transpose the layout around each: 0.54 ms of an H100's 2.83 ms
+    #: batch-1 fp32 decode in session 11's profile)
+    cuda_split_bf16_convs = False
 
     @staticmethod
     def _init_weights(m: nn.Module):
@@ -277,17 +300,27 @@ class VocosBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor, cond_id: int = 0) -> torch.Tensor:
         """``cond_id``: the AdaLN condition (e.g. bandwidth index); ignored without AdaLN."""
-        split = [None] * len(self.convnext)
-        if self.cuda_split_bf16_gemms and compiled_cuda_inference(x) and not reduced_precision(x):
+        pos_net = list(self.pos_net) if self.pos_net is not None else []
+        split, embed_split, pos_split = [None] * len(self.convnext), None, [None] * len(pos_net)
+        gemms, convs = self.cuda_split_bf16_gemms, self.cuda_split_bf16_convs
+        if (gemms or convs) and compiled_cuda_inference(x) and not reduced_precision(x):
             # first thing in this frame, so that the graph break of fetching the cached operands leaves the rest,
             # blocks included, one graph (a break inside the blocks' loop would leave the loop uncompiled)
             parts = self.split_bf16_parts
-            ops = cached_weight_operands(self, tuple(lin for b in self.convnext for lin in (b.pwconv1, b.pwconv2)),
-                                         parts)
-            split = [(parts, ops[2 * i], ops[2 * i + 1]) for i in range(len(self.convnext))]
-        x = self.embed(x)
-        if self.pos_net is not None:
-            x = self.pos_net(x)
+            linears = tuple(lin for b in self.convnext for lin in (b.pwconv1, b.pwconv2)) if gemms else ()
+            pos_convs = [m.convs() if convs and isinstance(m, (ResBlock, AttnBlock)) else () for m in pos_net]
+            ops = cached_weight_operands(
+                self, linears + ((self.embed,) if convs else ()) + tuple(c for cs in pos_convs for c in cs), parts)
+            if gemms:
+                split = [(parts, ops[2 * i], ops[2 * i + 1]) for i in range(len(self.convnext))]
+            if convs:
+                embed_split, start = (parts, ops[len(linears)]), len(linears) + 1
+                for i, cs in enumerate(pos_convs):
+                    if cs:
+                        pos_split[i], start = (parts, *ops[start:start + len(cs)]), start + len(cs)
+        x = _run_conv(self.embed, x, embed_split, 0)
+        for module, module_split in zip(pos_net, pos_split):
+            x = module(x) if module_split is None else module(x, module_split)
         if self.adanorm:
             x = self.norm(x.transpose(1, 2), cond_id)
         else:

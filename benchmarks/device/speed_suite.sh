@@ -9,7 +9,7 @@
 # steps: tests tests_codec tests_KEYWORD (pytest -k KEYWORD) song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
 #        train_compiled_loose codec codec_tm codec_switches (= codec_all codec_none codec_compiled_taps
 #        codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention) codec_b1_none
-#        codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_autotune profile profile_b1 timeline_b1
+#        codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_b1_split_all codec_autotune profile profile_b1 timeline_b1
 #        timeline_b1_split
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
@@ -45,8 +45,9 @@ run_switches() {   # run_switches BATCH DTYPE SETTING...: one codec run per sett
             none) set -- "${peer[@]}" ;;   # the defaults
             all) set -- --switch compiled_taps=True --switch compiled_channels_last=True \
                      --switch cuda_split_bf16_search=True --switch cuda_matmul_attention=True \
-                     --switch cuda_split_bf16_gemms=True "${peer[@]}" ;;
+                     --switch cuda_split_bf16_gemms=True --switch cuda_split_bf16_convs=True "${peer[@]}" ;;
             split2) set -- --switch cuda_split_bf16_gemms=True --switch split_bf16_parts=2 ;;   # ~2^-16 GEMMs
+            split_all) set -- --switch cuda_split_bf16_gemms=True --switch cuda_split_bf16_convs=True ;;
             *) set -- --switch "$sw=True" ;;
         esac
         name=codec_$sw
@@ -114,8 +115,9 @@ for s in "${steps[@]}"; do
         timeline_b1) step timeline_b1 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 --compile \
                          --cuda-graphs --timeline --rows 12 ;;
         timeline_b1_split) step timeline_b1_split 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 \
-                               --compile --cuda-graphs --timeline --rows 12 --switch cuda_split_bf16_gemms=True ;;
-        *) echo "unknown step $s (tests tests_codec tests_KEYWORD song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_b1_none codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_autotune profile profile_b1 timeline_b1 timeline_b1_split)"
+                               --compile --cuda-graphs --timeline --rows 12 --switch cuda_split_bf16_gemms=True \
+                               --switch cuda_split_bf16_convs=True ;;
+        *) echo "unknown step $s (tests tests_codec tests_KEYWORD song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_b1_none codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_b1_split_all codec_autotune profile profile_b1 timeline_b1 timeline_b1_split)"
            exit 2 ;;
     esac
 done
