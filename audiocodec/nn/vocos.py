@@ -204,7 +204,6 @@ class AttnBlock(nn.Module):
             h = F.scaled_dot_product_attention(q, k, v)
         return x + _run_conv(self.proj_out, h.transpose(1, 2), split, 3)
 
-
     def _folded_attention(self, h: torch.Tensor) -> torch.Tensor:
         """The attention and ``proj_out`` of the normalised ``h [B, T, C]`` (fp32 CPU inference) with two of the
         four projections folded into the others: two ``C x C`` GEMMs instead of four.
