@@ -211,9 +211,9 @@ def test_split_bf16_convs_compute_the_backbone_through_inductor(monkeypatch, par
     x = torch.randn(2, 16, 40)
     graphs = []
 
-    def count_products(gm, inputs):
-        graphs.append(sum(n.target is torch.mm for n in gm.graph.nodes)
-                      + sum(n.target is torch.ops.aten.convolution.default for n in gm.graph.nodes))
+    def count_products(gm, inputs):   # (matrix products, convolutions) of each graph
+        graphs.append((sum(n.target is torch.mm for n in gm.graph.nodes),
+                       sum(n.target in (torch.conv1d, F.conv1d) for n in gm.graph.nodes)))
         from torch._inductor.compile_fx import compile_fx
         return compile_fx(gm, inputs)
 
@@ -222,7 +222,14 @@ def test_split_bf16_convs_compute_the_backbone_through_inductor(monkeypatch, par
         ref = backbone(x)
         compiled = torch.compile(backbone, backend=count_products, dynamic=False)
         assert rel(compiled(x), ref) < tol
-        # 2 x 2 MLP GEMMs, the input conv, 4 x 2 pos_net convs, 4 projections: all split GEMMs, in one graph
-        assert max(graphs) == 4 + 1 + 8 + 4
+        # 2 x 2 MLP GEMMs, the input conv, 4 x 2 pos_net convs, 4 projections: all split GEMMs, in one graph (the
+        # convs left: the blocks' two depthwise ones)
+        assert max(graphs) == (4 + 1 + 8 + 4, 2)
         backbone.pos_net[2].k.weight.mul_(2)   # a changed weight: new operands, the new output
         assert rel(compiled(x), backbone(x)) < tol and rel(backbone(x), ref) > 1e-3
+        # past split_bf16_convs_max_frames (batch x time) the convs stay convs; the MLPs' GEMMs still split
+        monkeypatch.setattr(vocos.VocosBackbone, "split_bf16_convs_max_frames", 2 * 40 - 1)
+        graphs.clear()
+        torch._dynamo.reset()
+        assert rel(torch.compile(backbone, backend=count_products, dynamic=False)(x), backbone(x)) < 1e-5
+        assert max(graphs) == (4, 1 + 8 + 4 + 2)

@@ -288,8 +288,11 @@ class VocosBackbone(nn.Module):
     #: the same for the convolutions (the input conv, k=7; the pos_net's k=3 convs and its attention's 1x1
     #: projections): im2col and split in one fused kernel, then one bf16 GEMM each, instead of cuDNN's convs (which
     #: compute fp32 in TF32 by default, ~2^-11, and transpose the layout around each: 0.54 ms of an H100's 2.83 ms
-    #: batch-1 fp32 decode in session 11's profile)
+    #: batch-1 fp32 decode in session 11's profile). Only for inputs of at most :attr:`split_bf16_convs_max_frames`
+    #: frames (batch x time): on large batches cuDNN's TF32 convs, a third of the split's tensor-core work and no
+    #: im2col copy, are faster
     cuda_split_bf16_convs = False
+    split_bf16_convs_max_frames = 8192
 
     @staticmethod
     def _init_weights(m: nn.Module):
@@ -301,7 +304,8 @@ class VocosBackbone(nn.Module):
         """``cond_id``: the AdaLN condition (e.g. bandwidth index); ignored without AdaLN."""
         pos_net = list(self.pos_net) if self.pos_net is not None else []
         split, embed_split, pos_split = [None] * len(self.convnext), None, [None] * len(pos_net)
-        gemms, convs = self.cuda_split_bf16_gemms, self.cuda_split_bf16_convs
+        gemms = self.cuda_split_bf16_gemms
+        convs = self.cuda_split_bf16_convs and x.shape[0] * x.shape[-1] <= self.split_bf16_convs_max_frames
         if (gemms or convs) and compiled_cuda_inference(x) and not reduced_precision(x):
             # first thing in this frame, so that the graph break of fetching the cached operands leaves the rest,
             # blocks included, one graph (a break inside the blocks' loop would leave the loop uncompiled)
