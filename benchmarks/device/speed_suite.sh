@@ -9,7 +9,7 @@
 # steps: tests tests_codec tests_KEYWORD (pytest -k KEYWORD) song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
 #        train_compiled_loose codec codec_tm codec_switches (= codec_all codec_none codec_compiled_taps
 #        codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention) codec_b1_none
-#        codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_b1_split_all codec_autotune profile profile_b1 timeline_b1
+#        codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_b1_split_all codec_autotune split_kernels profile profile_b1 timeline_b1
 #        timeline_b1_split
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
@@ -109,6 +109,8 @@ for s in "${steps[@]}"; do
         codec_autotune) step codec_autotune 540 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 \
                             --dtypes fp32 --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none \
                             --compile max-autotune-no-cudagraphs --cuda-graphs ;;
+        # the split-bf16 operand kernels and GEMMs alone (benchmarks/split_bf16_speed.py)
+        split_kernels) step split_kernels 200 python3 benchmarks/split_bf16_speed.py ;;
         profile) step profile 200 python3 benchmarks/profile_codec.py --batch 64 --dtype bf16 --compile --rows 40 ;;
         profile_b1) step profile_b1 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 --compile --rows 40 ;;
         # where a batch-1 fp32 CUDA-graph call's wall time goes (host lead, kernels, gaps), and the graph alone
@@ -117,7 +119,7 @@ for s in "${steps[@]}"; do
         timeline_b1_split) step timeline_b1_split 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 \
                                --compile --cuda-graphs --timeline --rows 12 --switch cuda_split_bf16_gemms=True \
                                --switch cuda_split_bf16_convs=True ;;
-        *) echo "unknown step $s (tests tests_codec tests_KEYWORD song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_b1_none codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_b1_split_all codec_autotune profile profile_b1 timeline_b1 timeline_b1_split)"
+        *) echo "unknown step $s (tests tests_codec tests_KEYWORD song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_b1_none codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_b1_split_all codec_autotune split_kernels profile profile_b1 timeline_b1 timeline_b1_split)"
            exit 2 ;;
     esac
 done

@@ -1,0 +1,74 @@
+"""Time the split-bf16 operand kernels and GEMMs (audiocodec.nn.split_bf16) on CUDA, compiled, for the shapes of a
+batch-1 WavTokenizer decode (750 frames): the left operand's split (as the codec runs it: one kernel writing the
+parts side by side, 6 K columns for 3 parts) against leaner layouts, and the GEMM against the fp32 one.
+
+    python benchmarks/split_bf16_speed.py [--rows 750]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from audiocodec.nn.split_bf16 import mm_fp32, split_bf16, split_input_operand, split_weight_operand  # noqa: E402
+
+
+def cuda_time(fn, repeats: int = 50) -> float:
+    """Median CUDA time of ``fn()`` in microseconds."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--rows", type=int, default=750)
+    args = p.parse_args(argv)
+    m = args.rows
+    print(f"| shape (M x K -> N) | what | us | GB/s written |")
+    print("|---|---|---|---|")
+    for k, n in [(768, 2304), (2304, 768)]:
+        x = torch.randn(m, k, device="cuda")
+        w = torch.randn(n, k, device="cuda") * 0.02
+        variants = {
+            "split, 3 parts side by side x6 (as run)": lambda t: split_input_operand(t, 3),
+            "split, 3 distinct parts side by side (x3)": lambda t: torch.cat(split_bf16(t, 3), dim=-1),
+            "split, 2 parts side by side x3 (as run)": lambda t: split_input_operand(t, 2),
+            "cast to bf16 (a floor)": lambda t: t.to(torch.bfloat16),
+        }
+        for name, fn in variants.items():
+            compiled = torch.compile(fn, dynamic=False)
+            out = compiled(x)
+            us = cuda_time(lambda: compiled(x))
+            print(f"| {m} x {k} -> {n} | {name} | {us:.1f} | {out.numel() * out.element_size() / us / 1e3:.0f} |")
+        a6 = split_input_operand(x, 3)
+        w6 = split_weight_operand(w, 3)
+        print(f"| {m} x {k} -> {n} | bf16 GEMM, K' = 6 K | {cuda_time(lambda: mm_fp32(a6, w6.t())):.1f} | |")
+        a3 = torch.cat(split_bf16(x, 3), dim=-1)
+        ws = split_bf16(w, 3)
+        b0, b1, b2 = (torch.cat([ws[j]] * (3 - j), dim=1).t().contiguous() for j in range(3))
+
+        def three():
+            out = mm_fp32(a3, b0)
+            out += mm_fp32(a3[:, :2 * k], b1)
+            out += mm_fp32(a3[:, :k], b2)
+            return out
+        ref = x.double() @ w.double().t()
+        err = ((three().double() - ref).abs().max() / ref.abs().max()).item()
+        print(f"| {m} x {k} -> {n} | three bf16 GEMMs on views of x3 (error {err:.1e}) | {cuda_time(three):.1f} | |")
+        print(f"| {m} x {k} -> {n} | fp32 GEMM | {cuda_time(lambda: x @ w.t()):.1f} | |")
+
+
+if __name__ == "__main__":
+    main()
