@@ -220,17 +220,20 @@ def cpu_inference(x: torch.Tensor) -> bool:
 
 
 def packed_linear(x: torch.Tensor, owner: nn.Module, name: str, sources, weight_bias,
-                  dtype: torch.dtype = torch.float32, gelu: bool = False) -> torch.Tensor:
-    """``x @ W.T + b`` (then exact GELU if ``gelu``) in ``dtype`` through oneDNN, where ``(W [N, K], b [N] or
-    None) = weight_bias(*sources)`` is prepacked once and cached on ``owner`` under ``name`` (rebuilt when a
-    source tensor changes). Where MKL's sgemm runs well below peak (an AMD EPYC: 70-85%, oneDNN ~97%) this is
-    20-25% faster than ``F.linear``; equal to it up to float rounding. CPU inference only (see
-    :func:`cpu_inference`, :func:`onednn_dtype`)."""
+                  dtype: torch.dtype = torch.float32, gelu: bool = False,
+                  add: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x @ W.T + b`` (then exact GELU if ``gelu``, or plus ``add``, a tensor of the output's shape, in the same
+    pass) in ``dtype`` through oneDNN, where ``(W [N, K], b [N] or None) = weight_bias(*sources)`` is prepacked once
+    and cached on ``owner`` under ``name`` (rebuilt when a source tensor changes). Where MKL's sgemm runs well below
+    peak (an AMD EPYC: 70-85%, oneDNN ~97%) this is 20-25% faster than ``F.linear``; equal to it up to float
+    rounding. CPU inference only (see :func:`cpu_inference`, :func:`onednn_dtype`)."""
     def pack(*src):
         w, b = weight_bias(*src)
         return (torch.ops.mkldnn._reorder_linear_weight(w.to(dtype).contiguous(), None),
                 None if b is None else b.to(dtype))
     w, b = TimeMajorWeights.get(owner, name, sources, pack, tag=dtype)
+    if add is not None:
+        return torch.ops.mkldnn._linear_pointwise.binary(x.to(dtype), add, w, b, "add")
     return torch.ops.mkldnn._linear_pointwise(x.to(dtype), w, b, "gelu" if gelu else "none", [],
                                               "none" if gelu else "")
 
@@ -510,13 +513,13 @@ class PaddedConv1d(nn.Conv1d, StreamingModule):
         n, (b, c, _, length) = k // s, xp.shape
         t = (length - k) // s + 1
         frames = xp.squeeze(2).transpose(1, 2)[:, :(t + n - 1) * s].reshape(b, t + n - 1, s * c)
-        taps = lambda w: [w[:, :, j * s:(j + 1) * s].transpose(1, 2).reshape(w.shape[0], s * c)  # noqa: E731
-                          for j in range(n)]
-        packed = TimeMajorWeights.get(self, "w_polyphase", self.weight, lambda w: [
-            torch.ops.mkldnn._reorder_linear_weight(tap.contiguous(), None) for tap in taps(w)])
-        y = torch.ops.mkldnn._linear_pointwise(frames[:, :t], packed[0], self.bias, "none", [], "")
-        for j in range(1, n):
-            y = torch.ops.mkldnn._linear_pointwise.binary(frames[:, j:j + t], y, packed[j], None, "add")
+
+        def tap(w, bias, j):   # W_j [C_out, s C_in]; the bias rides on the first GEMM
+            return w[:, :, j * s:(j + 1) * s].transpose(1, 2).reshape(w.shape[0], s * c), bias if j == 0 else None
+        y = None
+        for j in range(n):
+            y = packed_linear(frames[:, j:j + t], self, f"w_polyphase_{j}", (self.weight, self.bias),
+                              functools.partial(tap, j=j), add=y)
         return y.transpose(1, 2)
 
     def _packed_applies(self, x: torch.Tensor) -> bool:
