@@ -312,15 +312,13 @@ class VocosBackbone(nn.Module):
             parts = self.split_bf16_parts
             linears = tuple(lin for b in self.convnext for lin in (b.pwconv1, b.pwconv2)) if gemms else ()
             pos_convs = [m.convs() if convs and isinstance(m, (ResBlock, AttnBlock)) else () for m in pos_net]
-            ops = cached_weight_operands(
-                self, linears + ((self.embed,) if convs else ()) + tuple(c for cs in pos_convs for c in cs), parts)
-            if gemms:
-                split = [(parts, ops[2 * i], ops[2 * i + 1]) for i in range(len(self.convnext))]
+            ops = iter(cached_weight_operands(
+                self, linears + ((self.embed,) if convs else ()) + tuple(c for cs in pos_convs for c in cs), parts))
+            if gemms:   # handed out in the order fetched
+                split = [(parts, next(ops), next(ops)) for _ in self.convnext]
             if convs:
-                embed_split, start = (parts, ops[len(linears)]), len(linears) + 1
-                for i, cs in enumerate(pos_convs):
-                    if cs:
-                        pos_split[i], start = (parts, *ops[start:start + len(cs)]), start + len(cs)
+                embed_split = (parts, next(ops))
+                pos_split = [(parts, *(next(ops) for _ in cs)) if cs else None for cs in pos_convs]
         x = _run_conv(self.embed, x, embed_split, 0)
         for module, module_split in zip(pos_net, pos_split):
             x = module(x) if module_split is None else module(x, module_split)
