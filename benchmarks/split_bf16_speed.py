@@ -11,9 +11,17 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from audiocodec.nn.split_bf16 import mm_fp32, split_bf16, split_input_operand, split_weight_operand  # noqa: E402
+from audiocodec.nn.split_bf16 import PRODUCTS, mm_fp32, split_bf16, split_input_operand, split_weight_operand  # noqa: E402
+
+
+def concatenated(t: torch.Tensor, parts: int) -> torch.Tensor:
+    """The left operand as first written: a concatenation of the parts (inductor evaluates every input for
+    every element under masks)."""
+    xs = split_bf16(t, parts)
+    return torch.cat([xs[i] for i, _ in PRODUCTS[parts]], dim=-1)
 
 
 def cuda_time(fn, repeats: int = 50) -> float:
@@ -41,17 +49,24 @@ def main(argv=None):
     for k, n in [(768, 2304), (2304, 768)]:
         x = torch.randn(m, k, device="cuda")
         w = torch.randn(n, k, device="cuda") * 0.02
+        b = torch.randn(k, device="cuda")
         variants = {
-            "split, 3 parts side by side x6 (as run)": lambda t: split_input_operand(t, 3),
+            "split, 3 parts x6, selection over a broadcast (as run)": lambda t: split_input_operand(t, 3),
+            "split, 3 parts x6, concatenation (before)": lambda t: concatenated(t, 3),
+            "GELU(x + b), then split as run (the MLP's kernel)": lambda t: split_input_operand(F.gelu(t + b), 3),
+            "GELU(x + b), then split by concatenation (before)": lambda t: concatenated(F.gelu(t + b), 3),
             "split, 3 distinct parts side by side (x3)": lambda t: torch.cat(split_bf16(t, 3), dim=-1),
-            "split, 2 parts side by side x3 (as run)": lambda t: split_input_operand(t, 2),
+            "split, 3 distinct parts as separate tensors": lambda t: tuple(split_bf16(t, 3)),
+            "split, 2 parts x3 (as run)": lambda t: split_input_operand(t, 2),
             "cast to bf16 (a floor)": lambda t: t.to(torch.bfloat16),
         }
         for name, fn in variants.items():
             compiled = torch.compile(fn, dynamic=False)
             out = compiled(x)
             us = cuda_time(lambda: compiled(x))
-            print(f"| {m} x {k} -> {n} | {name} | {us:.1f} | {out.numel() * out.element_size() / us / 1e3:.0f} |")
+            outs = out if isinstance(out, tuple) else (out,)
+            written = sum(o.numel() * o.element_size() for o in outs)
+            print(f"| {m} x {k} -> {n} | {name} | {us:.1f} | {written / us / 1e3:.0f} |")
         a6 = split_input_operand(x, 3)
         w6 = split_weight_operand(w, 3)
         print(f"| {m} x {k} -> {n} | bf16 GEMM, K' = 6 K | {cuda_time(lambda: mm_fp32(a6, w6.t())):.1f} | |")

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from audiocodec.nn.split_bf16 import split_bf16, split_bf16_linear, split_weight_operand
+from audiocodec.nn.split_bf16 import PRODUCTS, split_bf16, split_bf16_linear, split_input_operand, split_weight_operand
 
 
 def test_parts_sum_to_the_value():
@@ -23,6 +23,20 @@ def test_split_survives_compile():
     compiled = torch.compile(lambda x: split_bf16(x, 3), dynamic=False)
     for eager, comp in zip(split_bf16(t, 3), compiled(t)):
         assert torch.equal(eager, comp)
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_input_operand_is_the_parts_side_by_side(parts):
+    """The left operand is the input's parts in the order of PRODUCTS (the weight operand's order), eager and
+    compiled with a producer fused in (the selection over a broadcast that replaced a concatenation)."""
+    x = torch.randn(2, 5, 40, generator=torch.Generator().manual_seed(3))
+    def side_by_side(t):
+        xs = split_bf16(t, parts)
+        return torch.cat([xs[i] for i, _ in PRODUCTS[parts]], dim=-1)
+    assert split_input_operand(x, parts).dtype == torch.bfloat16
+    assert torch.equal(split_input_operand(x, parts), side_by_side(x))
+    compiled = torch.compile(lambda t: split_input_operand(t * 3 + 1, parts), dynamic=False)
+    assert torch.equal(compiled(x), side_by_side(x * 3 + 1))
 
 
 @pytest.mark.parametrize("parts,worst", [(3, 2.0), (2, 40.0)])

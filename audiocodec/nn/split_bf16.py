@@ -61,9 +61,21 @@ def split_weight_operand(weight: torch.Tensor, parts: int) -> torch.Tensor:
 
 def split_input_operand(x: torch.Tensor, parts: int) -> torch.Tensor:
     """``x [..., K]`` -> ``[..., len(PRODUCTS[parts]) * K]`` bf16: its parts side by side in the order of
-    :data:`PRODUCTS`, the left operand against :func:`split_weight_operand`."""
-    xs = split_bf16(x, parts)
-    return torch.cat([xs[i] for i, _ in PRODUCTS[parts]], dim=-1)
+    :data:`PRODUCTS`, the left operand against :func:`split_weight_operand`.
+
+    Written as one selection over a broadcast (``[..., P', K]``, the part of each of the ``P'`` slots picked by
+    its level), not as a concatenation: ``torch.compile`` turns a concatenation of computed tensors into a
+    kernel that evaluates every input for every element under masks (with the producer, e.g. a GELU, inlined into
+    each), which made this kernel compute-bound at ~1/10 of memory speed; the selection computes each element's
+    parts once from one load."""
+    levels = [i for i, _ in PRODUCTS[parts]]
+    xs = [p.float().unsqueeze(-2) for p in split_bf16(x, parts)]      # each [..., 1, K], exact in bf16
+    level = torch.tensor(levels, device=x.device).view(-1, 1)          # [P', 1]
+    out = xs[-1]
+    for i in range(parts - 2, -1, -1):
+        out = torch.where(level == i, xs[i], out)
+    out = out.expand(*x.shape[:-1], len(levels), x.shape[-1])
+    return out.to(torch.bfloat16).reshape(*x.shape[:-1], len(levels) * x.shape[-1])
 
 
 def split_bf16_linear(x: torch.Tensor, weight_operand: torch.Tensor, bias: Optional[torch.Tensor],
