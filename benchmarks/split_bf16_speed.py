@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from audiocodec.nn.split_bf16 import PRODUCTS, mm_fp32, split_bf16, split_input_operand, split_weight_operand  # noqa: E402
+from audiocodec.nn.split_bf16 import (PRODUCTS, mm_fp32, parts_side_by_side, split_bf16,  # noqa: E402
+                                      split_input_operand, split_weight_operand)
 
 
 def concatenated(t: torch.Tensor, parts: int) -> torch.Tensor:
@@ -55,7 +56,9 @@ def main(argv=None):
             "split, 3 parts x6, concatenation (before)": lambda t: concatenated(t, 3),
             "GELU(x + b), then split as run (the MLP's kernel)": lambda t: split_input_operand(F.gelu(t + b), 3),
             "GELU(x + b), then split by concatenation (before)": lambda t: concatenated(F.gelu(t + b), 3),
-            "split, 3 distinct parts side by side (x3)": lambda t: torch.cat(split_bf16(t, 3), dim=-1),
+            "split, 3 distinct parts side by side (x3), selection": lambda t: parts_side_by_side(t, 3, [0, 1, 2]),
+            "GELU(x + b), then 3 distinct parts (x3), selection": lambda t: parts_side_by_side(F.gelu(t + b), 3,
+                                                                                                [0, 1, 2]),
             "split, 3 distinct parts as separate tensors": lambda t: tuple(split_bf16(t, 3)),
             "split, 2 parts x3 (as run)": lambda t: split_input_operand(t, 2),
             "cast to bf16 (a floor)": lambda t: t.to(torch.bfloat16),
@@ -70,7 +73,7 @@ def main(argv=None):
         a6 = split_input_operand(x, 3)
         w6 = split_weight_operand(w, 3)
         print(f"| {m} x {k} -> {n} | bf16 GEMM, K' = 6 K | {cuda_time(lambda: mm_fp32(a6, w6.t())):.1f} | |")
-        a3 = torch.cat(split_bf16(x, 3), dim=-1)
+        a3 = parts_side_by_side(x, 3, [0, 1, 2])
         ws = split_bf16(w, 3)
         b0, b1, b2 = (torch.cat([ws[j]] * (3 - j), dim=1).t().contiguous() for j in range(3))
 
@@ -79,9 +82,16 @@ def main(argv=None):
             out += mm_fp32(a3[:, :2 * k], b1)
             out += mm_fp32(a3[:, :k], b2)
             return out
+
+        def three_addmm():
+            out = mm_fp32(a3, b0)
+            out = torch.addmm(out, a3[:, :2 * k], b1, out_dtype=torch.float32)
+            return torch.addmm(out, a3[:, :k], b2, out_dtype=torch.float32)
         ref = x.double() @ w.double().t()
-        err = ((three().double() - ref).abs().max() / ref.abs().max()).item()
-        print(f"| {m} x {k} -> {n} | three bf16 GEMMs on views of x3 (error {err:.1e}) | {cuda_time(three):.1f} | |")
+        for name, fn in (("three bf16 GEMMs on views of x3, summed by adds", three),
+                         ("three bf16 GEMMs on views of x3, summed by addmm", three_addmm)):
+            err = ((fn().double() - ref).abs().max() / ref.abs().max()).item()
+            print(f"| {m} x {k} -> {n} | {name} (error {err:.1e}) | {cuda_time(fn):.1f} | |")
         print(f"| {m} x {k} -> {n} | fp32 GEMM | {cuda_time(lambda: x @ w.t()):.1f} | |")
 
 

@@ -61,16 +61,21 @@ def split_weight_operand(weight: torch.Tensor, parts: int) -> torch.Tensor:
 
 def split_input_operand(x: torch.Tensor, parts: int) -> torch.Tensor:
     """``x [..., K]`` -> ``[..., len(PRODUCTS[parts]) * K]`` bf16: its parts side by side in the order of
-    :data:`PRODUCTS`, the left operand against :func:`split_weight_operand`.
+    :data:`PRODUCTS`, the left operand against :func:`split_weight_operand`."""
+    return parts_side_by_side(x, parts, [i for i, _ in PRODUCTS[parts]])
 
-    Written as one selection over a broadcast (``[..., P', K]``, the part of each of the ``P'`` slots picked by
-    its level), not as a concatenation: ``torch.compile`` turns a concatenation of computed tensors into a
-    kernel that evaluates every input for every element under masks (with the producer, e.g. a GELU, inlined into
-    each), which made this kernel compute-bound at ~1/10 of memory speed; the selection computes each element's
-    parts once from one load."""
-    levels = [i for i, _ in PRODUCTS[parts]]
+
+def parts_side_by_side(x: torch.Tensor, parts: int, levels: list[int]) -> torch.Tensor:
+    """``x [..., K]`` -> ``[..., len(levels) * K]`` bf16: slot ``j`` holds part ``levels[j]`` of ``x``'s
+    :func:`split_bf16` into ``parts``.
+
+    Written as one selection over a broadcast (``[..., len(levels), K]``, each slot's part picked by its level),
+    not as a concatenation: ``torch.compile`` turns a concatenation of computed tensors into a kernel that
+    evaluates every input for every element under masks (with the producer, e.g. a GELU, inlined into each), which
+    made this kernel compute-bound at ~1/10 of memory speed; the selection computes each element's parts once from
+    one load."""
     xs = [p.float().unsqueeze(-2) for p in split_bf16(x, parts)]      # each [..., 1, K], exact in bf16
-    level = torch.tensor(levels, device=x.device).view(-1, 1)          # [P', 1]
+    level = torch.tensor(levels, device=x.device).view(-1, 1)          # [len(levels), 1]
     out = xs[-1]
     for i in range(parts - 2, -1, -1):
         out = torch.where(level == i, xs[i], out)
