@@ -39,6 +39,21 @@ def test_input_operand_is_the_parts_side_by_side(parts):
     assert torch.equal(compiled(x), side_by_side(x * 3 + 1))
 
 
+def test_input_operand_takes_no_host_data():
+    """The operand is made from the input alone: no tensor built from host values (copied to a CUDA device, it
+    would break the CUDA graph capture of an eager caller such as the codebook search)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(func)
+            return func(*args, **(kwargs or {}))
+    with Record():
+        split_input_operand(torch.randn(4, 16), 3)
+    assert seen and not [f for f in seen if "lift_fresh" in str(f)]   # what torch.tensor(values) dispatches
+
+
 @pytest.mark.parametrize("parts,worst", [(3, 2.0), (2, 40.0)])
 def test_linear_is_as_accurate_as_fp32(parts, worst):
     """Error against an fp64 product: 3 parts within 2x fp32's own (F.linear), 2 parts within ~2^-16."""

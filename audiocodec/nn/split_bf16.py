@@ -12,6 +12,7 @@ split is exact under ``torch.compile`` too.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -75,10 +76,13 @@ def parts_side_by_side(x: torch.Tensor, parts: int, levels: list[int]) -> torch.
     made this kernel compute-bound at ~1/10 of memory speed; the selection computes each element's parts once from
     one load."""
     xs = [p.float().unsqueeze(-2) for p in split_bf16(x, parts)]      # each [..., 1, K], exact in bf16
-    level = torch.tensor(levels, device=x.device).view(-1, 1)          # [len(levels), 1]
+    # the slots' masks made on the device (a tensor of the levels copied from the host would break CUDA graph
+    # capture of an eager caller, e.g. the codebook search)
+    slot = torch.arange(len(levels), device=x.device).view(-1, 1)      # [len(levels), 1]
     out = xs[-1]
     for i in range(parts - 2, -1, -1):
-        out = torch.where(level == i, xs[i], out)
+        mask = functools.reduce(torch.logical_or, [slot == j for j, level in enumerate(levels) if level == i])
+        out = torch.where(mask, xs[i], out)
     out = out.expand(*x.shape[:-1], len(levels), x.shape[-1])
     return out.to(torch.bfloat16).reshape(*x.shape[:-1], len(levels) * x.shape[-1])
 
