@@ -163,6 +163,7 @@ def test_split_bf16_gemms_compute_the_backbone_through_inductor(monkeypatch, par
 
     monkeypatch.setattr(vocos, "compiled_cuda_inference", compiled_inference)
     monkeypatch.setattr(vocos.VocosBackbone, "cuda_split_bf16_gemms", True)
+    monkeypatch.setattr(vocos.VocosBackbone, "cuda_split_bf16_convs", False)   # the GEMMs alone
     monkeypatch.setattr(vocos.VocosBackbone, "split_bf16_parts", parts)
     monkeypatch.setattr(vocos.ConvNeXtBlock, "compiled_taps", False)
     torch.manual_seed(0)

@@ -282,8 +282,10 @@ class VocosBackbone(nn.Module):
     #: a WavTokenizer decoder's 25 GEMMs) as bf16 tensor-core GEMMs of operands split into :attr:`split_bf16_parts`
     #: parts (:func:`~audiocodec.nn.split_bf16.split_bf16_linear`; 3 parts: products to fp32's own rounding, 2: to
     #: ~2^-16) instead of fp32 GEMMs without tensor cores. The weight operands (3 parts: 3x the fp32 weights'
-    #: bytes) are built on the first call and cached outside the compiled graph.
-    cuda_split_bf16_gemms = False
+    #: bytes) are built on the first call and cached outside the compiled graph. With
+    #: :attr:`cuda_split_bf16_convs`: a batch-1 fp32 decode 4,426x realtime against 2,505x without (an H100,
+    #: benchmarks/RESULTS.md session 14).
+    cuda_split_bf16_gemms = True
     split_bf16_parts = 3
     #: the same for the convolutions (the input conv, k=7; the pos_net's k=3 convs and its attention's 1x1
     #: projections): im2col and split in one fused kernel, then one bf16 GEMM each, instead of cuDNN's convs (which
@@ -291,7 +293,7 @@ class VocosBackbone(nn.Module):
     #: batch-1 fp32 decode in session 11's profile). Only for inputs of at most :attr:`split_bf16_convs_max_frames`
     #: frames (batch x time): on large batches cuDNN's TF32 convs, a third of the split's tensor-core work and no
     #: im2col copy, are faster
-    cuda_split_bf16_convs = False
+    cuda_split_bf16_convs = True
     split_bf16_convs_max_frames = 8192
 
     @staticmethod

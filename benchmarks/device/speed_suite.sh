@@ -9,8 +9,8 @@
 # steps: tests tests_codec tests_KEYWORD (pytest -k KEYWORD) song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
 #        train_compiled_loose codec codec_tm codec_switches (= codec_all codec_none codec_compiled_taps
 #        codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention) codec_b1_none
-#        codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_b1_split_all codec_autotune split_kernels profile profile_b1 timeline_b1
-#        timeline_b1_split
+#        codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_b1_split_all codec_b1_nosplit codec_b64fp32_SETTING
+#        codec_autotune split_kernels profile profile_b1 timeline_b1 timeline_b1_split
 #
 # e.g. run(command="benchmarks/device/speed_suite.sh $OUT tests song", carry=[".whl"]). Without steps: all, in
 # that order (about 15 minutes with the compiles: split them over two calls).
@@ -48,10 +48,13 @@ run_switches() {   # run_switches BATCH DTYPE SETTING...: one codec run per sett
                      --switch cuda_split_bf16_gemms=True --switch cuda_split_bf16_convs=True "${peer[@]}" ;;
             split2) set -- --switch cuda_split_bf16_gemms=True --switch split_bf16_parts=2 ;;   # ~2^-16 GEMMs
             split_all) set -- --switch cuda_split_bf16_gemms=True --switch cuda_split_bf16_convs=True ;;
+            # the defaults less the split-bf16 GEMMs and convs (fp32 GEMMs, cuDNN's TF32 convs)
+            nosplit) set -- --switch cuda_split_bf16_gemms=False --switch cuda_split_bf16_convs=False ;;
             *) set -- --switch "$sw=True" ;;
         esac
         name=codec_$sw
         [ "$batch" = 1 ] && name=codec_b1_$sw
+        [ "$batch$dtype" = 64fp32 ] && name=codec_b64fp32_$sw
         step "$name" 200 python3 benchmarks/codec_speed.py --device cuda --batch-sizes "$batch" --dtypes "$dtype" \
             --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none --compile --cuda-graphs "$@"
     done
@@ -105,6 +108,8 @@ for s in "${steps[@]}"; do
             run_switches 64 bf16 "${s#codec_}" ;;
         # batch 1 fp32: the defaults (the official code beside), every switch on, or one switch
         codec_b1_*) run_switches 1 fp32 "${s#codec_b1_}" ;;
+        # batch 64 fp32: the defaults (the official code beside) or a setting of run_switches
+        codec_b64fp32_*) run_switches 64 fp32 "${s#codec_b64fp32_}" ;;
         # inductor's GEMM autotuning (Triton templates against cuBLAS) for the compiled codec; long compiles
         codec_autotune) step codec_autotune 540 python3 benchmarks/codec_speed.py --device cuda --batch-sizes 1 \
                             --dtypes fp32 --seconds 10 --repeats 20 --models wavtokenizer-75 --peers none \
@@ -119,7 +124,7 @@ for s in "${steps[@]}"; do
         timeline_b1_split) step timeline_b1_split 200 python3 benchmarks/profile_codec.py --batch 1 --dtype fp32 \
                                --compile --cuda-graphs --timeline --rows 12 --switch cuda_split_bf16_gemms=True \
                                --switch cuda_split_bf16_convs=True ;;
-        *) echo "unknown step $s (tests tests_codec tests_KEYWORD song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_b1_none codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_b1_split_all codec_autotune split_kernels profile profile_b1 timeline_b1 timeline_b1_split)"
+        *) echo "unknown step $s (tests tests_codec tests_KEYWORD song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled train_compiled_loose codec codec_tm codec_switches codec_all codec_none codec_compiled_taps codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention codec_b1_none codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_b1_split_all codec_b1_nosplit codec_b64fp32_SETTING codec_autotune split_kernels profile profile_b1 timeline_b1 timeline_b1_split)"
            exit 2 ;;
     esac
 done
