@@ -1,6 +1,7 @@
 """Time the split-bf16 operand kernels and GEMMs (audiocodec.nn.split_bf16) on CUDA, compiled, for the shapes of a
 batch-1 WavTokenizer decode (750 frames): the left operand's split (as the codec runs it: one kernel writing the
-parts side by side, 6 K columns for 3 parts) against leaner layouts, and the GEMM against the fp32 one.
+parts side by side, 6 K columns for 3 parts) against leaner layouts, and the GEMM against the fp32 one. Times are
+CUDA-graph replays (session 14's first run timed single calls, which the host's launch time bounded).
 
     python benchmarks/split_bf16_speed.py [--rows 750]
 """
@@ -25,18 +26,29 @@ def concatenated(t: torch.Tensor, parts: int) -> torch.Tensor:
     return torch.cat([xs[i] for i, _ in PRODUCTS[parts]], dim=-1)
 
 
-def cuda_time(fn, repeats: int = 50) -> float:
-    """Median CUDA time of ``fn()`` in microseconds."""
-    for _ in range(3):
-        fn()
+def cuda_time(fn, calls: int = 20, repeats: int = 20) -> float:
+    """Median GPU time of ``fn()`` in microseconds: ``calls`` calls captured in one CUDA graph and replayed, so
+    that the host's launch and dispatch time (~50 us a compiled call, more than these kernels take) is not
+    counted."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    graph.replay()
     times = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        fn()
+        graph.replay()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
+        times.append(start.elapsed_time(end) * 1e3 / calls)
     return sorted(times)[len(times) // 2]
 
 
