@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from audiocodec.nn.split_bf16 import PRODUCTS, split_bf16, split_bf16_linear, split_input_operand, split_weight_operand
+from audiocodec.nn.split_bf16 import (PRODUCTS, parts_side_by_side, split_bf16, split_bf16_linear, split_input_operand,
+                                      split_weight_operand)
 
 
 def test_parts_sum_to_the_value():
@@ -37,6 +38,9 @@ def test_input_operand_is_the_parts_side_by_side(parts):
     assert torch.equal(split_input_operand(x, parts), side_by_side(x))
     compiled = torch.compile(lambda t: split_input_operand(t * 3 + 1, parts), dynamic=False)
     assert torch.equal(compiled(x), side_by_side(x * 3 + 1))
+    if parts == 3:   # any slot order, levels left out too
+        xs = split_bf16(x, 3)
+        assert torch.equal(parts_side_by_side(x, 3, [2, 0]), torch.cat([xs[2], xs[0]], dim=-1))
 
 
 def test_input_operand_takes_no_host_data():

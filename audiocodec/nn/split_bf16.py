@@ -81,8 +81,9 @@ def parts_side_by_side(x: torch.Tensor, parts: int, levels: list[int]) -> torch.
     slot = torch.arange(len(levels), device=x.device).view(-1, 1)      # [len(levels), 1]
     out = xs[-1]
     for i in range(parts - 2, -1, -1):
-        mask = functools.reduce(torch.logical_or, [slot == j for j, level in enumerate(levels) if level == i])
-        out = torch.where(mask, xs[i], out)
+        slots = [slot == j for j, level in enumerate(levels) if level == i]
+        if slots:
+            out = torch.where(functools.reduce(torch.logical_or, slots), xs[i], out)
     out = out.expand(*x.shape[:-1], len(levels), x.shape[-1])
     return out.to(torch.bfloat16).reshape(*x.shape[:-1], len(levels) * x.shape[-1])
 

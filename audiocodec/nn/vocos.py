@@ -283,7 +283,7 @@ class VocosBackbone(nn.Module):
     #: parts (:func:`~audiocodec.nn.split_bf16.split_bf16_linear`; 3 parts: products to fp32's own rounding, 2: to
     #: ~2^-16) instead of fp32 GEMMs without tensor cores. The weight operands (3 parts: 3x the fp32 weights'
     #: bytes) are built on the first call and cached outside the compiled graph. With
-    #: :attr:`cuda_split_bf16_convs`: a batch-1 fp32 decode 4,426x realtime against 2,505x without (an H100,
+    #: :attr:`cuda_split_bf16_convs`: a batch-1 fp32 decode 4,436x realtime against 2,505x without (an H100,
     #: benchmarks/RESULTS.md session 14).
     cuda_split_bf16_gemms = True
     split_bf16_parts = 3
