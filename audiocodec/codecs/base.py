@@ -121,7 +121,9 @@ class Codec(nn.Module):
 
     def compile(self, mode: Optional[str] = None, dynamic: Optional[bool] = None) -> "Codec":
         """``torch.compile`` the encoder and decoder in place (fuses the elementwise work around the
-        convolutions; ``mode="reduce-overhead"`` adds CUDA graphs for small batches of fixed shape).
+        convolutions; ``mode="reduce-overhead"`` adds CUDA graphs for small batches of fixed shape). Compiled fp32
+        CUDA inference of a Vocos decoder also runs its GEMMs and convs as bf16 tensor-core GEMMs of split
+        operands, to fp32's accuracy (:attr:`~audiocodec.nn.vocos.VocosBackbone.cuda_split_bf16_gemms`).
         Returns ``self``; encode / decode keep their interface."""
         self.encoder.forward = torch.compile(self.encoder.forward, mode=mode, dynamic=dynamic)
         self.decoder.forward = torch.compile(self.decoder.forward, mode=mode, dynamic=dynamic)
