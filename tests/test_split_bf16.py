@@ -38,6 +38,8 @@ def test_input_operand_is_the_parts_side_by_side(parts):
     assert torch.equal(split_input_operand(x, parts), side_by_side(x))
     compiled = torch.compile(lambda t: split_input_operand(t * 3 + 1, parts), dynamic=False)
     assert torch.equal(compiled(x), side_by_side(x * 3 + 1))
+    ws = split_bf16(x[0], parts)   # the weight operand: the parts in the products' order of the right side
+    assert torch.equal(split_weight_operand(x[0], parts), torch.cat([ws[j] for _, j in PRODUCTS[parts]], dim=-1))
     if parts == 3:   # any slot order, levels left out too
         xs = split_bf16(x, 3)
         assert torch.equal(parts_side_by_side(x, 3, [2, 0]), torch.cat([xs[2], xs[0]], dim=-1))

@@ -56,8 +56,7 @@ def mm_fp32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def split_weight_operand(weight: torch.Tensor, parts: int) -> torch.Tensor:
     """A linear layer's ``weight [N, K]`` -> ``[N, len(PRODUCTS[parts]) * K]`` bf16: its parts side by side in the
     order of :data:`PRODUCTS`, the right operand of :func:`split_bf16_linear` (build it once per weight)."""
-    w = split_bf16(weight.detach(), parts)
-    return torch.cat([w[j] for _, j in PRODUCTS[parts]], dim=1)
+    return parts_side_by_side(weight.detach(), parts, [j for _, j in PRODUCTS[parts]])
 
 
 def split_input_operand(x: torch.Tensor, parts: int) -> torch.Tensor:
@@ -75,7 +74,7 @@ def parts_side_by_side(x: torch.Tensor, parts: int, levels: list[int]) -> torch.
     evaluates every input for every element under masks (with the producer, e.g. a GELU, inlined into each), which
     made this kernel compute-bound at ~1/10 of memory speed; the selection computes each element's parts once from
     one load."""
-    xs = [p.float().unsqueeze(-2) for p in split_bf16(x, parts)]      # each [..., 1, K], exact in bf16
+    xs = [p.unsqueeze(-2) for p in split_bf16(x, parts)]               # each [..., 1, K] bf16
     # the slots' masks made on the device (a tensor of the levels copied from the host would break CUDA graph
     # capture of an eager caller, e.g. the codebook search)
     slot = torch.arange(len(levels), device=x.device).view(-1, 1)      # [len(levels), 1]
@@ -85,7 +84,7 @@ def parts_side_by_side(x: torch.Tensor, parts: int, levels: list[int]) -> torch.
         if slots:
             out = torch.where(functools.reduce(torch.logical_or, slots), xs[i], out)
     out = out.expand(*x.shape[:-1], len(levels), x.shape[-1])
-    return out.to(torch.bfloat16).reshape(*x.shape[:-1], len(levels) * x.shape[-1])
+    return out.reshape(*x.shape[:-1], len(levels) * x.shape[-1])
 
 
 def split_bf16_linear(x: torch.Tensor, weight_operand: torch.Tensor, bias: Optional[torch.Tensor],
