@@ -77,6 +77,20 @@ def test_winograd_conv_equals_the_conv(monkeypatch, k, length):
     assert len(calls) == 3
 
 
+def test_winograd_filters_are_cached_per_tile():
+    """Two tiles of the same size over different points on one conv each use their own transformed filters."""
+    from fractions import Fraction
+    from audiocodec.nn.conv import winograd_conv
+    torch.manual_seed(0)
+    conv = PaddedConv1d(16, 24, 3, pad_mode="constant").eval()
+    x = torch.randn(1, 16, 23)
+    with torch.inference_mode():
+        ref = torch.nn.functional.conv1d(x, conv.weight, conv.bias, padding=1)
+        for points in [(0, 1, -1, 2, -2), (0, 1, -1, Fraction(1, 2), Fraction(-1, 2))]:
+            torch.testing.assert_close(winograd_conv(x, conv, conv.weight, conv.bias, 4, points), ref,
+                                       atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("causal,mode", [(False, "reflect"), (True, "constant"), (False, "replicate")])
 def test_polyphase_strided_conv_equals_the_conv(monkeypatch, causal, mode):
     """PaddedConv1d.cpu_polyphase (a strided conv of kernel n strides as n GEMMs over frames of stride samples):

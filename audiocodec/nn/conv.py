@@ -319,7 +319,8 @@ def winograd_conv(x: torch.Tensor, owner: nn.Module, weight: torch.Tensor, bias:
     products = []
     for k in range(a):
         u = _combine([(float(c), d[j]) for j, c in enumerate(bt[k].tolist()) if c != 0])
-        products.append(packed_linear(u, owner, f"winograd_{m}_{r}_{k}", (weight, bias),
+        # the cache key names the points too: another tile of the same size must not take these filters
+        products.append(packed_linear(u, owner, f"winograd_{m}_{r}_{points}_{k}", (weight, bias),
                                       functools.partial(filters, k=k)))
     y = x.new_empty(b, n, m, products[0].shape[-1])
     for i in range(m):
