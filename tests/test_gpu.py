@@ -430,7 +430,7 @@ def test_song_generation_with_cuda_graphs_matches_eager(monkeypatch, mode):
     top-k sampling) from CUDA graphs: the same songs as eager decoding, over several windows."""
     import functools
     import audiocodec.song.generate as song_generate
-    from audiocodec.lm import generate
+    from audiocodec.lm import generate_stream
     from audiocodec.song import SongGenerator, SongOptions
     from test_song import DESCRIPTIONS, LYRICS, make_model
     count = _count_replays(monkeypatch)
@@ -440,10 +440,10 @@ def test_song_generation_with_cuda_graphs_matches_eager(monkeypatch, mode):
                  SongOptions(duration=40 / 75, cfg_scale=None, temperature=2.0, top_k=None, seed=1)):
         for lyrics, descriptions in ((LYRICS, DESCRIPTIONS), (LYRICS[:1], DESCRIPTIONS[:1])):
             # eager reference: static shapes, ended rows kept (dropping one changes the later random draws)
-            monkeypatch.setattr(song_generate, "generate",
-                                functools.partial(generate, static_shapes=True, drop_finished=False))
+            monkeypatch.setattr(song_generate, "generate_stream",
+                                functools.partial(generate_stream, static_shapes=True, drop_finished=False))
             eager = SongGenerator(model, cuda_graphs=False).generate_tokens(lyrics, descriptions, options=opts)
-            monkeypatch.setattr(song_generate, "generate", generate)
+            monkeypatch.setattr(song_generate, "generate_stream", generate_stream)
             before = count["replays"]
             graphed = SongGenerator(model).generate_tokens(lyrics, descriptions, options=opts)
             assert count["replays"] > before

@@ -7,7 +7,7 @@ import functools
 import pytest
 import torch
 
-from audiocodec.lm import (StepState, TokenSampler, delay_pattern_force, generate, hook_generators,
+from audiocodec.lm import (StepState, TokenSampler, delay_pattern_force, generate, generate_stream, hook_generators,
                            is_graph_safe, last_tokens, left_padding_mask, repetition_aware_sample, repetition_penalty)
 
 from helpers import tiny_lm
@@ -310,9 +310,11 @@ def test_song_generation_graph_safe_hooks(monkeypatch):
                      SongOptions(duration=12 / 75, cfg_scale=None, temperature=3.0, top_k=None, seed=1,
                                  window_frames=12)):
             # the eager loop keeping ended rows (dropping one changes the shapes of the later random draws)
-            monkeypatch.setattr(song_generate, "generate", functools.partial(generate, drop_finished=False))
+            monkeypatch.setattr(song_generate, "generate_stream",
+                                functools.partial(generate_stream, drop_finished=False))
             eager = gen.generate_tokens(LYRICS, DESCRIPTIONS, options=opts)
-            monkeypatch.setattr(song_generate, "generate", functools.partial(generate, _graph_step=True))
+            monkeypatch.setattr(song_generate, "generate_stream",
+                                functools.partial(generate_stream, _graph_step=True))
             fixed = gen.generate_tokens(LYRICS, DESCRIPTIONS, options=opts)
             for a, b in zip(eager, fixed):
                 assert a.keys() == b.keys() and all(torch.equal(a[t], b[t]) for t in a), (mode, opts)

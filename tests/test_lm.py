@@ -213,6 +213,30 @@ def test_rows_end_at_eos_and_pad_afterwards_without_changing_the_others():
         assert torch.equal(out.tokens[[0, 2]], reference.tokens[[0, 2]])
 
 
+@pytest.mark.parametrize("graph_step", [False, True])
+def test_generate_stream_yields_the_growing_tokens_at_each_check(graph_step):
+    """generate_stream: after every check_every steps, the tokens so far (a prefix of the final ones, lengths and
+    ends as of then), then the whole generation, which is generate's; the eager and the graph-safe loop alike."""
+    from audiocodec.lm import generate_stream
+    model = tiny_lm()
+    prompts, lengths = prompts_and_lengths()
+    eos, pad = VOCAB - 1, VOCAB - 2
+
+    def eos_for_row_1_at_step_5(tokens, state: StepState):
+        return torch.where((state.rows == 1) & (state.step == 5), eos, tokens[:, 0])[:, None]
+    eos_for_row_1_at_step_5.graph_safe = True
+    kw = dict(prompt_lengths=lengths, force_fn=eos_for_row_1_at_step_5, eos_id=eos, pad_id=pad, check_every=4,
+              drop_finished=False, _graph_step=graph_step)
+    final = generate(model, prompts, 11, **kw)
+    items = [(g.tokens.clone(), g.lengths.clone(), g.finished.clone()) for g in generate_stream(model, prompts, 11, **kw)]
+    assert [t.shape[-1] for t, _, _ in items] == [4, 8, 11]
+    for tokens, lengths_so_far, ended in items:
+        n = tokens.shape[-1]
+        assert torch.equal(tokens, final.tokens[..., :n])
+        assert lengths_so_far.tolist() == [n, min(n, 5), n] and ended.tolist() == [False, n > 5, False]
+    assert torch.equal(items[-1][0], final.tokens) and torch.equal(items[-1][1], final.lengths)
+
+
 def test_generation_stops_when_every_row_has_ended():
     model = tiny_lm()
     prompts, lengths = prompts_and_lengths()

@@ -1,7 +1,7 @@
 """Autoregressive token LMs over codec tokens: the transformer, its KV cache, samplers, codebook
 patterns and the generation loop shared by text-to-speech and text-to-song."""
-from .generate import (DecodeStep, ForceFn, Generation, SampleFn, StepState, generate, greedy_sample_fn,
-                       hook_generators, is_graph_safe, left_padding_mask)
+from .generate import (DecodeStep, ForceFn, Generation, SampleFn, StepState, generate, generate_stream,
+                       greedy_sample_fn, hook_generators, is_graph_safe, left_padding_mask)
 from .kv_cache import CacheOverflowError, KVCache, LayerKVCache
 from .patterns import CodebookPattern, build_pattern_provider, codebook_cross_entropy, delay_pattern_force
 from .sampling import (TokenSampler, apply_temperature, classifier_free_guidance, force_eos, greedy, last_tokens,
@@ -16,6 +16,7 @@ __all__ = ["TransformerLM", "TransformerBlock", "SelfAttention", "CrossAttention
            "TokenSampler", "greedy", "sample", "apply_temperature", "top_k_filter", "top_p_filter",
            "repetition_penalty", "repetition_aware_sample", "suppress_eos", "force_eos", "last_tokens",
            "classifier_free_guidance",
-           "generate", "DecodeStep", "Generation", "StepState", "SampleFn", "ForceFn", "greedy_sample_fn",
+           "generate", "generate_stream", "DecodeStep", "Generation", "StepState", "SampleFn", "ForceFn",
+           "greedy_sample_fn",
            "is_graph_safe", "hook_generators", "delay_pattern_force",
            "left_padding_mask", "CodebookPattern", "build_pattern_provider", "codebook_cross_entropy"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional, Union
+from typing import Callable, Iterator, NamedTuple, Optional, Union
 
 import torch
 
@@ -318,12 +318,12 @@ class _FixedDecoder:
         self.graph.replay()
         cache.length += self.graph_steps   # the replay advanced the device-side state; keep the host count in step
 
-    def run(self, check_every: int, cuda_graph: bool, steps_per_graph: int = 1) -> int:
-        """Decode every step; returns the number of steps run (fewer than ``N`` when every row ended at a
-        check, every ``check_every`` steps, as in the eager loop). With ``cuda_graph`` the steps run in
-        units of ``steps_per_graph`` (a divisor of ``check_every``) replayed from one CUDA graph, the last
-        ``N mod steps_per_graph`` eagerly; the replays are queued without waiting, the host synchronises
-        only at the checks."""
+    def run(self, check_every: int, cuda_graph: bool, steps_per_graph: int = 1) -> Iterator[int]:
+        """Decode every step, yielding the number of steps run at each check (every ``check_every`` steps) and,
+        last, in all: ``N``, or fewer when every row ended at a check, as in the eager loop. With ``cuda_graph``
+        the steps run in units of ``steps_per_graph`` (a divisor of ``check_every``) replayed from one CUDA
+        graph, the last ``N mod steps_per_graph`` eagerly; the replays are queued without waiting, the host
+        synchronises only at the checks (a check without EOS, ``eos_id=None``, does not wait)."""
         total = self.out.shape[-1]
         unit = steps_per_graph if cuda_graph else check_every
         done = 0
@@ -342,9 +342,11 @@ class _FixedDecoder:
             else:
                 self._run_steps(n, feed_last=done + n < total)
             done += n
-            if done < total and self.eos_id is not None and done % check_every == 0 and bool(self.finished.all()):
-                return done
-        return total
+            if done < total and done % check_every == 0:
+                if self.eos_id is not None and bool(self.finished.all()):
+                    break
+                yield done
+        yield done
 
 
 def _end_capture_mode(generators) -> None:
@@ -359,16 +361,29 @@ def left_padding_mask(lengths: torch.Tensor, total: int) -> torch.Tensor:
     return torch.arange(total, device=lengths.device)[None, :] >= (total - lengths)[:, None]
 
 
+def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, **options) -> Generation:
+    """Continue ``prompt [B, K, T]`` by up to ``max_new_tokens`` tokens per stream: the last
+    :class:`Generation` of :func:`generate_stream` (see there for the options)."""
+    result = None
+    for result in generate_stream(model, prompt, max_new_tokens, **options):
+        pass
+    return result
+
+
 @torch.no_grad()
-def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
+def generate_stream(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
              prompt_lengths: Optional[torch.Tensor] = None, sample_fn: SampleFn = greedy_sample_fn,
              force_fn: Optional[ForceFn] = None, eos_id: Optional[int] = None, eos_stream: Optional[int] = 0,
              pad_id: int = 0, memory: Optional[torch.Tensor] = None, memory_mask: Optional[torch.Tensor] = None,
              cfg_scale: Optional[float] = None, check_every: int = 8, drop_finished: bool = True,
              static_shapes: bool = False, cache_dtype: Optional[torch.dtype] = None,
              cuda_graph: bool = False, steps_per_graph: int = 1, compile_step: bool = False,
-             _graph_step: bool = False) -> Generation:
-    """Continue ``prompt [B, K, T]`` by up to ``max_new_tokens`` tokens per stream.
+             _graph_step: bool = False) -> Iterator[Generation]:
+    """Continue ``prompt [B, K, T]`` by up to ``max_new_tokens`` tokens per stream, yielding what exists so far
+    after every ``check_every`` steps (a :class:`Generation` of the ``n`` steps run: ``tokens [B, K, n]``, the
+    rows' lengths and ends as of then; views of the decoder's buffers, valid until the next item: copy what you
+    keep) and, last, the whole generation (what :func:`generate` returns). Streaming consumers (audio as the
+    tokens arrive) read the partial items; the steps and their tokens are the same however it is consumed.
 
     prompt_lengths: ``[B]`` real tokens of each prompt, which sit at the *end* of its row (left
         padding); default all ``T``. Each prompt needs at least one token.
@@ -446,8 +461,10 @@ def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
             decoder = _FixedDecoder(model, cache, logits, batch=batch, max_new_tokens=max_new_tokens,
                                     sample_fn=sample_fn, force_fn=force_fn, eos_id=eos_id, eos_stream=eos_stream,
                                     pad_id=pad_id, cfg_scale=cfg_scale, compile_step=compile_step)
-            steps_run = decoder.run(check_every, cuda_graph, steps_per_graph)
-            return Generation(decoder.out[:, :, :steps_run], decoder.lengths.clamp(max=steps_run), decoder.finished)
+            for steps_run in decoder.run(check_every, cuda_graph, steps_per_graph):
+                yield Generation(decoder.out[:, :, :steps_run], decoder.lengths.clamp(max=steps_run),
+                                 decoder.finished)
+            return
         step_fn = DecodeStep(model, cache, cuda_graph)
         out = torch.full((batch, streams, max_new_tokens), pad_id, dtype=torch.long, device=device)
         lengths = torch.full((batch,), max_new_tokens, dtype=torch.long, device=device)
@@ -471,17 +488,19 @@ def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
                 finished[active] = ended | hit
             if step == max_new_tokens - 1:
                 break
-            if eos_id is not None and (step + 1) % check_every == 0:
-                ended = finished[active]
-                if bool(ended.all()):
-                    steps_run = step + 1
-                    break
-                if drop_finished and bool(ended.any()):
-                    keep = (~ended).nonzero().squeeze(1)
-                    active, tokens = active[keep], tokens[keep]
-                    cache.select_rows(torch.cat([keep, keep + len(ended)]) if guided else keep)
+            if (step + 1) % check_every == 0:
+                if eos_id is not None:
+                    ended = finished[active]
+                    if bool(ended.all()):
+                        steps_run = step + 1
+                        break
+                    if drop_finished and bool(ended.any()):
+                        keep = (~ended).nonzero().squeeze(1)
+                        active, tokens = active[keep], tokens[keep]
+                        cache.select_rows(torch.cat([keep, keep + len(ended)]) if guided else keep)
+                yield Generation(out[:, :, :step + 1], lengths.clamp(max=step + 1), finished)
             feed = torch.cat([tokens, tokens]) if guided else tokens
             logits = step_fn(feed[:, :, None])
+        yield Generation(out[:, :, :steps_run], lengths.clamp(max=steps_run), finished)
     finally:
         model.train(was_training)
-    return Generation(out[:, :, :steps_run], lengths.clamp(max=steps_run), finished)
