@@ -111,3 +111,30 @@ def test_vocoder_resynthesis_shape():
     mel = voc.mel(wav)
     assert mel.shape == (1, 100, 12000 // 256 + 1)
     assert voc.decode(mel).shape == (1, 1, 256 * (mel.shape[-1] - 1))
+
+
+def test_decode_chunks_of_growing_codes_are_those_of_the_whole(native_cpu_convs):
+    """Codec.decode_chunks: windows with look-back / look-ahead, their centres joined; fed codes that grow
+    (final=False, then final=True), it yields the very chunks of the whole codes; bad arguments are refused."""
+    torch.manual_seed(0)
+    codec = audiocodec.build_codec("encodec-24k", quantizer={"num_quantizers": 2}, num_codebooks=2).eval()
+    codes = torch.randint(0, codec.cardinality, (1, 2, 23))
+    whole = list(codec.decode_chunks(codes, 5, 2))
+    assert [stop for stop, _ in whole] == [5, 10, 15, 20, 23]
+    hop = codec.hop_length
+    assert all(a.shape == (1, 1, (stop - start) * hop)
+               for (start, _), (stop, a) in zip([(0, None)] + whole[:-1], whole))
+    window = codec.decode(codes[..., 3:12])          # chunk [5, 10) with 2 frames of context each side
+    torch.testing.assert_close(whole[1][1], window[..., 2 * hop:7 * hop])
+    grown, start = [], 0
+    for n in (4, 9, 16, 23):
+        for start, audio in codec.decode_chunks(codes[..., :n], 5, 2, start=start, final=False):
+            grown.append((start, audio))
+    assert [s for s, _ in grown] == [5, 10, 15, 20]   # the last chunk waits for the end (its look-ahead)
+    for start, audio in codec.decode_chunks(codes, 5, 2, start=start):
+        grown.append((start, audio))
+    assert len(grown) == len(whole) and all(torch.equal(a, b) for (_, a), (_, b) in zip(grown, whole))
+    for bad in (dict(chunk_frames=0, context_frames=2), dict(chunk_frames=5, context_frames=-1),
+                dict(chunk_frames=5, context_frames=2, start=24)):
+        with pytest.raises(ValueError):
+            list(codec.decode_chunks(codes, **bad))

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import itertools
 import math
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -211,6 +211,32 @@ class Codec(nn.Module):
             return audio
         mask = torch.arange(length, device=audio.device)[None, None] < out_lengths.to(audio.device)[:, None, None]
         return audio * mask
+
+    @torch.no_grad()
+    def decode_chunks(self, codes: torch.Tensor, chunk_frames: int, context_frames: int, start: int = 0,
+                      final: bool = True) -> Iterator[tuple[int, torch.Tensor]]:
+        """The audio of frames ``[start, T)`` of ``codes [B, K, T]`` (or ``[K, T]``) in chunks of ``chunk_frames``
+        frames, each decoded in a window of ``context_frames`` more on either side (where they exist) whose
+        centre is kept: yields ``(next start, audio [B, channels, n * hop_length])``. With ``final=False`` only the
+        chunks whose look-ahead already exists, for codes that are still growing (streaming: call again with the
+        longer codes and the last ``next start``). A chunk depends only on the frames of its window, so a stream's
+        chunks are those of ``final=True`` on the whole codes, and their concatenation is the same audio."""
+        if not isinstance(chunk_frames, int) or chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be an int >= 1, got {chunk_frames!r}")
+        if not isinstance(context_frames, int) or context_frames < 0:
+            raise ValueError(f"context_frames must be an int >= 0, got {context_frames!r}")
+        total = codes.shape[-1]
+        if not 0 <= start <= total:
+            raise ValueError(f"start={start} is outside the codes' {total} frames")
+        hop = self.hop_length
+        while start < total:
+            stop = min(start + chunk_frames, total)
+            if not final and stop + context_frames > total:
+                return
+            w0, w1 = max(0, start - context_frames), min(total, stop + context_frames)
+            audio = self.decode(codes[..., w0:w1])
+            yield stop, audio[..., (start - w0) * hop:(stop - w0) * hop]
+            start = stop
 
     def decode_latent(self, codes: Union[Codes, torch.Tensor]) -> torch.Tensor:
         """Codes -> the decoder's input features ``[B, D', T]`` (quantized latents or code embeddings)."""

@@ -268,16 +268,9 @@ class TTS:
                        start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
         """Audio of frames ``[start, ...)`` of ``tokens [K, T]`` in chunks; with ``final=False`` only the
         chunks whose look-ahead already exists. Yields ``(next start, audio [n])``."""
-        total, chunk, ctx, hop = tokens.shape[-1], opts.chunk_frames, opts.context_frames, self.codec.hop_length
-        while start < total:
-            stop = min(start + chunk, total)
-            if not final and stop + ctx > total:
-                return
-            w0, w1 = max(0, start - ctx), min(total, stop + ctx)
-            window = tokens[None, :, w0:w1].to(self.codec.device)
-            audio = self.codec.decode(window)[0, 0]
-            yield stop, audio[(start - w0) * hop:(stop - w0) * hop].cpu()
-            start = stop
+        for stop, audio in self.codec.decode_chunks(tokens[None].to(self.codec.device), opts.chunk_frames,
+                                                    opts.context_frames, start=start, final=final):
+            yield stop, audio[0, 0].cpu()
 
     def _pause(self, opts: SynthesisOptions) -> torch.Tensor:
         return torch.zeros(int(opts.sentence_pause * self.sample_rate))
