@@ -21,7 +21,8 @@ captured graph (``--steps-per-graph``). Times are whole ``generate_tokens`` call
 capture included). The peer (``--peers hf``, default): Hugging Face ``generate`` on the MusicGen decoder (which
 SongGen builds on) of the same shape, in the same process (rows ``hf-musicgen``): one track in the delay pattern,
 the same work per second of audio as our ``mixed`` mode (``--mode mixed``; the interleaving modes decode two tracks,
-two steps a frame). Prints a table; ``--json`` writes it.
+two steps a frame). ``--stream``: also the first audio chunk's latency of streamed generation at batch 1
+(``SongGenerator.generate(stream=True)``, through the model's codec). Prints a table; ``--json`` writes it.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ from decoding_args import (add_decoding_args, apply_decoding_args, best_of, deco
 from audiocodec.codecs.embedded import embedded_song_path  # noqa: E402
 from audiocodec.song import SongGenerator, SongModel, SongOptions, fit_text_config, load_song  # noqa: E402
 
-song_generate = importlib.import_module("audiocodec.song.generate")   # its generate is swapped per --steps-per-graph
+song_generate = importlib.import_module("audiocodec.song.generate")   # its generate_stream is swapped per --steps-per-graph
 
 LYRICS = "la la la, hello sun, shine on me tonight, we dance until the morning light"
 DESCRIPTION = "happy pop, female vocal, bright piano"
@@ -126,6 +127,44 @@ def hf_peer_rows(model: SongModel, args, device, dtype) -> list[dict]:
     return rows
 
 
+def stream_codec(args, model: SongModel, device):
+    """The codec that streams the audio: song-mini's (embedded) for it, else random weights of the recipe's music
+    codec (``recipes/codec/music_rvq_40_small.yaml``: 8 x 1024 codes at 40 Hz, the shapes and speed of song-mini's)."""
+    import audiocodec
+    info = model.codec_info
+    if args.model != "random":
+        return audiocodec.load_codec(info["source"], device=device).prepare_for_inference()
+    task = load_yaml(ROOT / "recipes" / "codec" / "music_rvq_40_small.yaml")["task"]
+    codec = audiocodec.build_codec(task["codec"], **task["codec_overrides"]).to(device).prepare_for_inference()
+    if (codec.cardinality, codec.frame_rate) != (int(info["cardinality"]), float(info["frame_rate"])):
+        raise SystemExit("--stream with --model random needs the music codec's shapes (--codebooks 8 "
+                         "--cardinality 1024 --frame-rate 40)")
+    return codec
+
+
+def first_chunk(gen: SongGenerator, args, device) -> tuple[float, float]:
+    """Seconds from the request to the first streamed audio chunk of one song (``generate(stream=True)``,
+    batch 1, default chunks of 20 frames with 8 of look-ahead), and to its last; best of ``args.repeats``."""
+    import time
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    opts = dict(duration=args.seconds, cfg_scale=args.cfg_scale, top_k=args.top_k, seed=0, stop_at_eos=False)
+    best = None
+    for _ in range(args.repeats + 1):   # the first is a warm-up
+        sync()
+        t0 = time.perf_counter()
+        first = None
+        for _chunk in gen.generate(LYRICS, DESCRIPTION, stream=True, **opts):
+            if first is None:
+                first = time.perf_counter() - t0
+        sync()
+        total = time.perf_counter() - t0
+        best = (first, total) if best is None else (min(best[0], first), min(best[1], total))
+    return best
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="song-mini",
@@ -143,6 +182,9 @@ def main(argv=None) -> int:
     p.add_argument("--peers", nargs="*", default=["hf"], choices=["hf"],
                    help="hf: Hugging Face generate on a MusicgenForCausalLM of the same shape, in the same process "
                         "(needs transformers; --peers with no value: leave it out)")
+    p.add_argument("--stream", action="store_true",
+                   help="also time streamed generation at batch 1 (generate(stream=True)): the first audio chunk's "
+                        "latency, through the model's codec (random weights of the music codec for --model random)")
     add_decoding_args(p, dtype_help="of the decoder LM (the conditioners run in fp32)")
     args = p.parse_args(argv)
     device, dtype = apply_decoding_args(args)
@@ -163,10 +205,12 @@ def main(argv=None) -> int:
           f"LM {sum(p.numel() for p in model.lm.parameters()) / 1e6:.1f}M parameters")
     rows = []
     print(f"{'mode':>11} {'batch':>6} {'frames/row':>11} {'seconds':>9} {'steps/s/row':>12} {'x realtime':>11}")
-    plain_generate = song_generate.generate
+    plain_generate = song_generate.generate_stream
+    codec = stream_codec(args, model, device) if args.stream else None
+    first_chunks = {}
     for mode, steps in decoding_runs(args, device.type == "cuda"):
-        gen = SongGenerator(model, cuda_graphs=mode != "eager", compile=mode == "compiled")
-        song_generate.generate = mode_generate(plain_generate, mode, steps)
+        gen = SongGenerator(model, codec, cuda_graphs=mode != "eager", compile=mode == "compiled")
+        song_generate.generate_stream = mode_generate(plain_generate, mode, steps)
         mode = mode if steps is None else f"{mode}/{steps}"
         for batch in args.batch_sizes:
             opts = dict(cfg_scale=args.cfg_scale, top_k=args.top_k, seed=0, stop_at_eos=False)
@@ -186,7 +230,13 @@ def main(argv=None) -> int:
                 print_profile(lambda: gen.generate_tokens([LYRICS] * batch, [DESCRIPTION] * batch,
                                                           options=SongOptions(duration=args.seconds, **opts)),
                               f"{mode} batch {batch}", frames * layout.frame_columns // batch)
-        song_generate.generate = plain_generate
+        if codec is not None:
+            first_chunks[mode] = first_chunk(gen, args, device)
+        song_generate.generate_stream = plain_generate
+    for mode, (first, total) in first_chunks.items():
+        print(f"{mode}: first streamed chunk (20 frames = {20 / model.frame_rate * 1000:.0f} ms of audio) "
+              f"{first * 1000:.0f} ms after the request; the whole {args.seconds:g} s song streamed in {total:.2f} s")
+        rows.append({"mode": mode, "batch": 1, "first_chunk_ms": first * 1000, "stream_seconds": total})
     if "hf" in args.peers:
         try:
             rows += hf_peer_rows(model, args, device, dtype)

@@ -326,6 +326,35 @@ def test_generate_audio_through_a_tiny_codec(codec, mode, native_cpu_convs, tmp_
     assert out.is_file() and (tmp_path / "song.vocal.wav").is_file() == (mode != "mixed")
 
 
+@pytest.mark.parametrize("mode", ["mixed", "interleaving_A_V"])
+def test_streamed_song_is_the_chunked_decode_of_the_same_tokens(codec, mode, native_cpu_convs):
+    """generate(stream=True): audio chunks that start before the decoding ends (across continuation windows),
+    joined equal to decode(tokens, chunk_frames=...) of generate_tokens' tokens for the same options and seed."""
+    model = make_model(mode, codec=codec_info(codec)).eval()
+    gen = SongGenerator(model, codec)
+    options = dict(duration=0.4, cfg_scale=3.0, top_k=20, seed=0, stop_at_eos=False, window_frames=12,
+                   context_frames=4, chunk_frames=5, chunk_context_frames=2)
+    steps, seen = [], []
+    forward = model.lm.forward
+    model.lm.forward = lambda *a, **kw: steps.append(1) or forward(*a, **kw)
+    try:
+        chunks = []
+        for chunk in gen.generate(LYRICS[0], DESCRIPTIONS[0], stream=True, **options):
+            seen.append(len(steps))
+            chunks.append(chunk)
+    finally:
+        model.lm.forward = forward
+    frames = round(0.4 * codec.frame_rate)
+    assert len(chunks) == -(-frames // 5) and seen[0] < len(steps) / 2   # the first chunk came early
+    tokens = gen.generate_tokens([LYRICS[0]], [DESCRIPTIONS[0]], options=SongOptions(**options))[0]
+    expected = gen.decode(tokens, chunk_frames=5, chunk_context_frames=2)
+    assert torch.equal(torch.cat(chunks), expected.audio) and expected.audio.shape == (frames * codec.hop_length,)
+    with pytest.raises(ConfigError, match="lyrics are empty"):
+        gen.generate(" ", stream=True)
+    with pytest.raises(ConfigError, match="needs the codec"):
+        SongGenerator(model).generate(LYRICS[0], stream=True)
+
+
 # -- training task ----------------------------------------------------------------------------------------
 
 def write_corpus(root, frames=(10, 14), extra=True):

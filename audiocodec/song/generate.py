@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Generator, Iterator, NamedTuple, Optional, Sequence, Union
 
 import torch
 
 from ..codecs import Codec, load_codec
 from ..errors import ConfigError
-from ..lm import generate
-from ..lm.generate import StepState, use_cuda_graphs
+from ..lm import generate_stream
+from ..lm.generate import Generation, StepState, use_cuda_graphs
 from ..lm.sampling import TokenSampler
 from .conditioners import Conditions
 from .layout import SongLayout
@@ -44,6 +44,9 @@ class SongOptions:
     stop_at_eos: the song may end before ``duration`` when the model emits EOS; False forbids it.
     window_frames: frames per decoding window (default: the model's ``window_frames``).
     context_frames: frames of the previous window kept as the prompt of the next (default half a window).
+    chunk_frames, chunk_context_frames: streaming (``generate(stream=True)``): the audio comes in chunks of
+        ``chunk_frames`` frames, each decoded with ``chunk_context_frames`` frames of look-back and look-ahead
+        (:meth:`~audiocodec.codecs.Codec.decode_chunks`); 20 and 8 are 0.5 s and 0.2 s at 40 Hz.
     """
     duration: float = 30.0
     cfg_scale: Optional[float] = 3.0
@@ -55,6 +58,8 @@ class SongOptions:
     stop_at_eos: bool = True
     window_frames: Optional[int] = None
     context_frames: Optional[int] = None
+    chunk_frames: int = 20
+    chunk_context_frames: int = 8
 
 
 @dataclass
@@ -74,6 +79,23 @@ class Song:
     @property
     def frames(self) -> int:
         return int(next(iter(self.tokens.values())).shape[-1])
+
+
+class SongProgress(NamedTuple):
+    """Where :meth:`SongGenerator.generate_tokens` stands, after a check of the decoding loop.
+
+    pieces: each song's finished windows, ``[{track: [K, n]}, ...]`` (their new frames).
+    active: the songs of the window being decoded ``[B']`` (indices into the batch).
+    kept: the frames of the window's prompt (the previous window's last frames, forced).
+    target: the frames the window makes at most (``kept`` included).
+    prefix: the window's prompt columns ``[B', R, P]``; out: its :class:`~audiocodec.lm.Generation` so far.
+    """
+    pieces: list
+    active: torch.Tensor
+    kept: int
+    target: int
+    prefix: torch.Tensor
+    out: Generation
 
 
 def _options(options: dict) -> SongOptions:
@@ -239,11 +261,12 @@ class SongGenerator:
         sample_fn.generators = sampler.generators
         return sample_fn, force_fn
 
-    def _window(self, cond: Conditions, prompt: Optional[dict], batch: int, target: int, opts: SongOptions,
-                generator) -> tuple[list[dict], torch.Tensor]:
+    def _window_steps(self, cond: Conditions, prompt: Optional[dict], batch: int, target: int, opts: SongOptions,
+                      generator, song: tuple) -> Generator[SongProgress, None, tuple[list[dict], torch.Tensor]]:
         """One decoding window of at most ``target`` frames (``prompt`` tracks ``[B, K, P]`` included).
-        ``cond`` holds ``B`` rows, or ``2B`` (conditional then null) with guidance.
-        Returns the tracks of each row (``[K, T_b]``) and ``T_b`` ``[B]``."""
+        ``cond`` holds ``B`` rows, or ``2B`` (conditional then null) with guidance. Yields a
+        :class:`SongProgress` (``song``: its ``pieces, active, kept``) after every check of the decoding loop;
+        returns the tracks of each row (``[K, T_b]``) and ``T_b`` ``[B]``."""
         layout, device = self.layout, self.device
         g, last = layout.frame_columns, layout.max_delay
         limit = g * target
@@ -257,10 +280,12 @@ class SongGenerator:
         memory, memory_mask = self.model.condition(cond)
         memory = memory.to(next(self.model.lm.parameters()).dtype)   # e.g. an fp32 conditioner before a bf16 LM
         sample_fn, force_fn = self._hooks(known, start, limit, opts, generator)
-        out = generate(self.model.lm, decoder_prompt, length - start, sample_fn=sample_fn, force_fn=force_fn,
-                       eos_id=layout.eos_id, eos_stream=layout.eos_row, pad_id=layout.eos_id, memory=memory,
-                       memory_mask=memory_mask, cfg_scale=opts.cfg_scale if guided else None,
-                       cuda_graph=self._graphs, compile_step=self.compile)
+        for out in generate_stream(self.model.lm, decoder_prompt, length - start, sample_fn=sample_fn,
+                                   force_fn=force_fn, eos_id=layout.eos_id, eos_stream=layout.eos_row,
+                                   pad_id=layout.eos_id, memory=memory, memory_mask=memory_mask,
+                                   cfg_scale=opts.cfg_scale if guided else None, cuda_graph=self._graphs,
+                                   compile_step=self.compile):
+            yield SongProgress(*song, target, prefix, out)
         sequence = torch.cat([prefix, out.tokens], dim=-1)
         ends = start + out.lengths - last                      # first EOS column of the delay-0 rows
         frames = torch.div(ends, g, rounding_mode="floor").clamp(min=1, max=target)
@@ -277,6 +302,16 @@ class SongGenerator:
         """Codec tokens of several songs, generated as one batch: one ``{track: [K, T_i]}`` per song
         (``T_i`` frames: the duration's, or fewer where the song ended)."""
         opts = _checked(options or SongOptions())
+        steps = self._song_steps(self._setup(lyrics, descriptions, voices, opts), opts)
+        while True:   # to the end: its return value
+            try:
+                next(steps)
+            except StopIteration as finished:
+                return finished.value
+
+    def _setup(self, lyrics, descriptions, voices, opts: SongOptions):
+        """The checked inputs of :meth:`_song_steps`: the conditions (with their null twins under guidance),
+        songs, guidance, frames to make, window and context frames, the random generator."""
         if isinstance(lyrics, str) or isinstance(descriptions, str):
             raise ConfigError("generate_tokens takes lists of lyrics and descriptions (one per song)")
         if not lyrics or len(lyrics) != len(descriptions):
@@ -298,6 +333,14 @@ class SongGenerator:
         generator = None
         if opts.seed is not None:
             generator = torch.Generator(device=device).manual_seed(int(opts.seed))
+        return cond, batch, guided, total, window, context, generator
+
+    @torch.inference_mode()
+    def _song_steps(self, setup: tuple, opts: SongOptions) -> Generator[SongProgress, None, list[dict]]:
+        """:meth:`generate_tokens` step by step (``setup``: :meth:`_setup`'s): yields a :class:`SongProgress`
+        after every check of the decoding loop; returns the songs' tokens."""
+        cond, batch, guided, total, window, context, generator = setup
+        device = self.device
         pieces: list[list[dict]] = [[] for _ in range(batch)]
         active = torch.arange(batch)
         prompt, done = None, 0
@@ -305,7 +348,8 @@ class SongGenerator:
             kept = 0 if prompt is None else next(iter(prompt.values())).shape[-1]
             target = min(window, kept + total - done)
             rows = torch.cat([active, active + batch]) if guided else active
-            tracks, frames = self._window(cond.select(rows), prompt, len(active), target, opts, generator)
+            tracks, frames = yield from self._window_steps(cond.select(rows), prompt, len(active), target, opts,
+                                                           generator, (pieces, active, kept))
             for i, row in enumerate(active.tolist()):
                 pieces[row].append({k: v[:, kept:] for k, v in tracks[i].items()})
             done += target - kept
@@ -319,26 +363,88 @@ class SongGenerator:
                 .to(device) for k in self.layout.tracks}
         return [{k: torch.cat([p[k] for p in chunks], dim=-1).cpu() for k in self.layout.tracks} for chunks in pieces]
 
-    def decode(self, tokens: dict) -> Song:
-        """Tokens of one song (``{track: [K, T]}``) -> :class:`Song` (needs the codec)."""
-        if self.codec is None:
-            raise ConfigError("decoding audio needs the codec (SongGenerator(model, codec))")
-        audio = {k: self.codec.decode(v[None].to(self.codec.device))[0].mean(0).cpu() for k, v in tokens.items()}
+    def decode(self, tokens: dict, chunk_frames: Optional[int] = None, chunk_context_frames: int = 8) -> Song:
+        """Tokens of one song (``{track: [K, T]}``) -> :class:`Song` (needs the codec): in one piece, or with
+        ``chunk_frames`` in the chunks a stream plays (:meth:`Codec.decode_chunks`), joined."""
+        self._require_codec()
+        if chunk_frames is None:
+            audio = {k: self.codec.decode(v[None].to(self.codec.device))[0].mean(0).cpu() for k, v in tokens.items()}
+        else:
+            chunks = [self._track_chunks(tokens, chunk_frames, chunk_context_frames, k) for k in tokens]
+            audio = {k: torch.cat([a for _, a in c]) for k, c in zip(tokens, chunks)}
         if self.layout.dual_track:
             return Song(audio["accompaniment"] + audio["vocal"], self.sample_rate, audio, dict(tokens))
         return Song(audio["mixture"], self.sample_rate, None, dict(tokens))
 
     def generate(self, lyrics: str, description: Optional[str] = "", voice=None, mode: Optional[str] = None,
-                 **options) -> Song:
+                 stream: bool = False, **options) -> Union[Song, Iterator[torch.Tensor]]:
         """One song: lyrics, a style description, optionally a reference voice (see :meth:`voice_tokens`).
         ``mode``: the model's own (or ``"mixed"`` for a ``mixed_pro`` model); ``options``:
         :class:`SongOptions` fields (``duration``, ``cfg_scale``, ``temperature``, ``top_k``, ``top_p``,
-        ``greedy``, ``seed``, ...). Returns the mixture audio and, for dual-track modes, the stems."""
+        ``greedy``, ``seed``, ...). Returns the mixture audio and, for dual-track modes, the stems.
+
+        ``stream=True``: an iterator of the mixture's audio chunks ``[n]``, each yielded as soon as the frames
+        it needs (``chunk_frames`` and ``chunk_context_frames`` of look-ahead) are decoded; joined, they are
+        ``decode(tokens, chunk_frames=...)`` of the tokens this call without streaming would make."""
         self._check_mode(mode)
         if not isinstance(lyrics, str):
             raise ConfigError(f"lyrics must be a str, got {type(lyrics).__name__}")
         if not lyrics.strip():
             raise ConfigError("the lyrics are empty")
         opts = _options(options)
-        tokens = self.generate_tokens([lyrics], [description], None if voice is None else [voice], opts)[0]
+        voices = None if voice is None else [voice]
+        if stream:
+            self._require_codec()
+            return self._stream(self._setup([lyrics], [description], voices, opts), opts)
+        tokens = self.generate_tokens([lyrics], [description], voices, opts)[0]
         return self.decode(tokens)
+
+    def _require_codec(self):
+        if self.codec is None:
+            raise ConfigError("decoding audio needs the codec (SongGenerator(model, codec))")
+
+    def _track_chunks(self, tokens: dict, chunk: int, context: int, track: str, start: int = 0,
+                      final: bool = True) -> Iterator[tuple[int, torch.Tensor]]:
+        """One track's audio chunks (``(next start, audio [n])``) of ``tokens {track: [K, T]}``."""
+        codes = tokens[track][None].to(self.codec.device)
+        for stop, audio in self.codec.decode_chunks(codes, chunk, context, start=start, final=final):
+            yield stop, audio[0].mean(0).cpu()
+
+    def _mixture_chunks(self, tokens: dict, opts: SongOptions, start: int, final: bool
+                        ) -> Iterator[tuple[int, torch.Tensor]]:
+        """The mixture's audio chunks of ``tokens`` from frame ``start`` (dual-track: the tracks' sum)."""
+        tracks = [self._track_chunks(tokens, opts.chunk_frames, opts.chunk_context_frames, k, start, final)
+                  for k in self.layout.tracks]
+        for parts in zip(*tracks):
+            yield parts[0][0], sum(audio for _, audio in parts)
+
+    @torch.inference_mode()
+    def _stream(self, setup: tuple, opts: SongOptions) -> Iterator[torch.Tensor]:
+        """One song's mixture audio in chunks as its frames are decoded; joined, the chunks are
+        ``decode(tokens, chunk_frames=opts.chunk_frames, ...)`` of the song's tokens (the same tokens as
+        :meth:`generate_tokens` with the same options and seed)."""
+        layout = self.layout
+        g, last = layout.frame_columns, layout.max_delay
+        steps = self._song_steps(setup, opts)
+        played = 0
+        while True:
+            try:
+                pieces, _, kept, target, prefix, out = next(steps)
+            except StopIteration as finished:
+                song = finished.value[0]
+                break
+            columns = prefix.shape[-1] + out.tokens.shape[-1]
+            frames = (columns - last - 1) // g                # frames whose every cell is decoded
+            if bool(out.finished[0]):
+                frames = min(frames, (prefix.shape[-1] + int(out.lengths[0]) - last) // g)
+            frames = min(frames, target)
+            if frames <= kept:
+                continue
+            sequence = torch.cat([prefix[:1], out.tokens[:1]], dim=-1)[:, :, :g * frames + last + 1]
+            window = layout.tracks_from_sequence(sequence, frames)
+            tokens = {k: torch.cat([p[k] for p in pieces[0]] + [window[k][0, :, kept:]], dim=-1)
+                      for k in layout.tracks}
+            for played, audio in self._mixture_chunks(tokens, opts, played, final=False):
+                yield audio
+        for played, audio in self._mixture_chunks(song, opts, played, final=True):
+            yield audio

@@ -6,7 +6,7 @@
 #
 #   benchmarks/device/speed_suite.sh OUT [STEP ...]
 #
-# steps: tests tests_codec tests_KEYWORD (pytest -k KEYWORD) song song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
+# steps: tests tests_codec tests_KEYWORD (pytest -k KEYWORD) song song_stream song_mixed song_sdpa tts tts_valle train train_nchw train_ops train_fused train_compiled
 #        train_compiled_loose codec codec_tm codec_switches (= codec_all codec_none codec_compiled_taps
 #        codec_compiled_channels_last codec_cuda_split_bf16_search codec_cuda_matmul_attention) codec_b1_none
 #        codec_b1_all codec_b1_SWITCH codec_b1_split2 codec_b1_split_all codec_b1_nosplit codec_b64fp32_SETTING
@@ -33,7 +33,7 @@ step() {   # step NAME SECONDS COMMAND...: run it under a time limit into OUT/NA
     echo "== $name: $*"
     timeout "$limit" "$@" > "$out/$name.txt" 2>&1
     echo "   exit $? after ${SECONDS}s of the suite"
-    grep -E '^\||passed|failed|skipped|x realtime|steps/s|tokens/s|== |Error|timeline|gap |wall time|replay' \
+    grep -E '^\||passed|failed|skipped|x realtime|steps/s|tokens/s|== |Error|timeline|gap |wall time|replay|first streamed' \
         "$out/$name.txt" | tail -25
 }
 
@@ -69,6 +69,9 @@ for s in "${steps[@]}"; do
         # does not fit in a device call's 64 MiB working tree
         song) step song 240 python3 benchmarks/song_speed.py --device cuda --model random --batch-sizes 1 \
                   --modes compiled --steps-per-graph 8 --repeats 2 --profile ;;
+        # streamed: the first audio chunk's latency (random weights of the music codec decode the chunks)
+        song_stream) step song_stream 240 python3 benchmarks/song_speed.py --device cuda --model random --batch-sizes 1 \
+                         --modes compiled --steps-per-graph 8 --repeats 2 --stream --peers ;;
         # one track in the delay pattern: the same work per second of audio as the MusicGen peer's rows
         song_mixed) step song_mixed 240 python3 benchmarks/song_speed.py --device cuda --model random --mode mixed \
                         --batch-sizes 1 16 --modes compiled --steps-per-graph 8 --repeats 2 ;;
