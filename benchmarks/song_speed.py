@@ -43,7 +43,7 @@ from decoding_args import (add_decoding_args, apply_decoding_args, best_of, deco
 from audiocodec.codecs.embedded import embedded_song_path  # noqa: E402
 from audiocodec.song import SongGenerator, SongModel, SongOptions, fit_text_config, load_song  # noqa: E402
 
-song_generate = importlib.import_module("audiocodec.song.generate")   # its generate_stream is swapped per --steps-per-graph
+song_generate = importlib.import_module("audiocodec.song.generate")   # its generate_stream: swapped per --steps-per-graph
 
 LYRICS = "la la la, hello sun, shine on me tonight, we dance until the morning light"
 DESCRIPTION = "happy pop, female vocal, bright piano"

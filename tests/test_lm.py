@@ -228,7 +228,8 @@ def test_generate_stream_yields_the_growing_tokens_at_each_check(graph_step):
     kw = dict(prompt_lengths=lengths, force_fn=eos_for_row_1_at_step_5, eos_id=eos, pad_id=pad, check_every=4,
               drop_finished=False, _graph_step=graph_step)
     final = generate(model, prompts, 11, **kw)
-    items = [(g.tokens.clone(), g.lengths.clone(), g.finished.clone()) for g in generate_stream(model, prompts, 11, **kw)]
+    items = [(g.tokens.clone(), g.lengths.clone(), g.finished.clone())
+             for g in generate_stream(model, prompts, 11, **kw)]
     assert [t.shape[-1] for t, _, _ in items] == [4, 8, 11]
     for tokens, lengths_so_far, ended in items:
         n = tokens.shape[-1]

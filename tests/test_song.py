@@ -355,6 +355,23 @@ def test_streamed_song_is_the_chunked_decode_of_the_same_tokens(codec, mode, nat
         SongGenerator(model).generate(LYRICS[0], stream=True)
 
 
+def test_streamed_song_that_ends_early_stops_at_its_end(native_cpu_convs):
+    """A song that ends by EOS inside its first window: the stream stops at its last frame, joined the chunked
+    decode of its tokens."""
+    model, songs, _, _ = trained("mixed")
+    torch.manual_seed(0)
+    codec = audiocodec.build_codec("encodec-24k", quantizer={"num_quantizers": K, "codebook_size": C},
+                                   num_codebooks=K, encoder={"n_filters": 8}, decoder={"n_filters": 8}).eval()
+    gen = SongGenerator(model, codec)
+    options = dict(duration=60 / 75, greedy=True, cfg_scale=1.0, window_frames=12, context_frames=6,
+                   chunk_frames=4, chunk_context_frames=2)
+    chunks = list(gen.generate(LYRICS[0], DESCRIPTIONS[0], stream=True, **options))
+    tokens = gen.generate_tokens(LYRICS[:1], DESCRIPTIONS[:1], options=SongOptions(**options))[0]
+    assert torch.equal(tokens["mixture"], songs[0]["mixture"])   # 10 frames, then EOS
+    assert [len(c) for c in chunks] == [4 * codec.hop_length, 4 * codec.hop_length, 2 * codec.hop_length]
+    assert torch.equal(torch.cat(chunks), gen.decode(tokens, chunk_frames=4, chunk_context_frames=2).audio)
+
+
 # -- training task ----------------------------------------------------------------------------------------
 
 def write_corpus(root, frames=(10, 14), extra=True):

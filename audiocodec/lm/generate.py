@@ -372,18 +372,19 @@ def generate(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, **
 
 @torch.no_grad()
 def generate_stream(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: int, *,
-             prompt_lengths: Optional[torch.Tensor] = None, sample_fn: SampleFn = greedy_sample_fn,
-             force_fn: Optional[ForceFn] = None, eos_id: Optional[int] = None, eos_stream: Optional[int] = 0,
-             pad_id: int = 0, memory: Optional[torch.Tensor] = None, memory_mask: Optional[torch.Tensor] = None,
-             cfg_scale: Optional[float] = None, check_every: int = 8, drop_finished: bool = True,
-             static_shapes: bool = False, cache_dtype: Optional[torch.dtype] = None,
-             cuda_graph: bool = False, steps_per_graph: int = 1, compile_step: bool = False,
-             _graph_step: bool = False) -> Iterator[Generation]:
+                    prompt_lengths: Optional[torch.Tensor] = None, sample_fn: SampleFn = greedy_sample_fn,
+                    force_fn: Optional[ForceFn] = None, eos_id: Optional[int] = None, eos_stream: Optional[int] = 0,
+                    pad_id: int = 0, memory: Optional[torch.Tensor] = None,
+                    memory_mask: Optional[torch.Tensor] = None, cfg_scale: Optional[float] = None,
+                    check_every: int = 8, drop_finished: bool = True, static_shapes: bool = False,
+                    cache_dtype: Optional[torch.dtype] = None, cuda_graph: bool = False, steps_per_graph: int = 1,
+                    compile_step: bool = False, _graph_step: bool = False) -> Iterator[Generation]:
     """Continue ``prompt [B, K, T]`` by up to ``max_new_tokens`` tokens per stream, yielding what exists so far
     after every ``check_every`` steps (a :class:`Generation` of the ``n`` steps run: ``tokens [B, K, n]``, the
     rows' lengths and ends as of then; views of the decoder's buffers, valid until the next item: copy what you
     keep) and, last, the whole generation (what :func:`generate` returns). Streaming consumers (audio as the
-    tokens arrive) read the partial items; the steps and their tokens are the same however it is consumed.
+    tokens arrive) read the partial items; the steps and their tokens are the same however it is consumed. As a
+    generator it starts (and checks its arguments) at the first ``next``.
 
     prompt_lengths: ``[B]`` real tokens of each prompt, which sit at the *end* of its row (left
         padding); default all ``T``. Each prompt needs at least one token.
