@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
@@ -629,6 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT.wav")
     p.add_argument("--compile", action="store_true",
                    help="CUDA: torch.compile the decoding step before capturing it (faster; ~1 min to compile)")
+    p.add_argument("--stream", action="store_true",
+                   help="generate streaming (the mixture in 0.5 s chunks as they are decoded; no stems) and report "
+                        "the first chunk's latency")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_sing)
 
@@ -735,10 +739,20 @@ def cmd_sing(args) -> int:
     if model is None:
         raise ConfigError("no song model: give --model (a trained song model folder or file)")
     generator = SongGenerator.load(model, codec=args.codec, device=_device(args.device), compile=args.compile)
-    song = generator.generate(lyrics, args.description, voice=args.voice, mode=args.mode, duration=args.duration,
-                              cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k,
-                              top_p=args.top_p, seed=args.seed)
+    options = dict(voice=args.voice, mode=args.mode, duration=args.duration, cfg_scale=args.cfg_scale,
+                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     out = Path(args.output)
+    if args.stream:
+        start, first, chunks = time.perf_counter(), None, []
+        for chunk in generator.generate(lyrics, args.description, stream=True, **options):
+            first = time.perf_counter() - start if first is None else first
+            chunks.append(chunk)
+        audio = torch.cat(chunks)
+        path = audio_utils.save_audio(out, audio[None], generator.sample_rate)
+        print(f"first chunk after {first * 1000:.0f} ms, {len(chunks)} chunks, {time.perf_counter() - start:.2f} s "
+              f"in all; wrote {path} ({audio.shape[-1] / generator.sample_rate:.2f} s)", file=sys.stderr)
+        return 0
+    song = generator.generate(lyrics, args.description, **options)
     written = [audio_utils.save_audio(out, song.audio[None], song.sample_rate)]
     for name, stem in (song.stems or {}).items():
         written.append(audio_utils.save_audio(out.with_suffix(f".{name}{out.suffix or '.wav'}"), stem[None],

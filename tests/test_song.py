@@ -324,6 +324,11 @@ def test_generate_audio_through_a_tiny_codec(codec, mode, native_cpu_convs, tmp_
                  str(tmp_path / "m"), "--codec", str(tmp_path / "codec"), "--duration", "0.1", "--seed", "0",
                  "--top-k", "20", "-o", str(out), "--device", "cpu"]) == 0
     assert out.is_file() and (tmp_path / "song.vocal.wav").is_file() == (mode != "mixed")
+    streamed = tmp_path / "streamed.wav"     # streaming: the mixture, chunk by chunk
+    assert main(["sing", "--lyrics", str(tmp_path / "lyrics.txt"), "--model", str(tmp_path / "m"), "--codec",
+                 str(tmp_path / "codec"), "--duration", "0.1", "--seed", "0", "--stream", "-o", str(streamed),
+                 "--device", "cpu"]) == 0
+    assert audiocodec.audio.load_audio(streamed)[0].shape[-1] == song.audio.shape[-1]
 
 
 @pytest.mark.parametrize("mode", ["mixed", "interleaving_A_V"])
