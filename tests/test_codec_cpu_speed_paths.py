@@ -213,6 +213,11 @@ def test_time_major_convnext_block_equals_reference(adanorm, scale):
         torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
     with pytest.raises(AssertionError):  # the check can fail: a one-sample shift of the depthwise conv
         torch.testing.assert_close(fast, torch.roll(ref, 1, -1), atol=1e-5, rtol=1e-5)
+    if scale:   # a layer scale changed in place
+        with torch.no_grad():
+            block.gamma.mul_(-3)
+        fast, ref = both(lambda: block(x, 3) if adanorm else block(x))
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
 
 
 def test_nearest_code_is_the_euclidean_argmin():
