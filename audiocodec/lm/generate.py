@@ -15,6 +15,7 @@ the tokens are those of the eager loop.
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator, NamedTuple, Optional, Union
@@ -505,3 +506,7 @@ def generate_stream(model: TransformerLM, prompt: torch.Tensor, max_new_tokens: 
         yield Generation(out[:, :, :steps_run], lengths.clamp(max=steps_run), finished)
     finally:
         model.train(was_training)
+
+
+# generate takes generate_stream's options: show them in help() and IDEs
+generate.__signature__ = inspect.signature(generate_stream).replace(return_annotation="Generation")
