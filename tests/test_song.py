@@ -508,6 +508,10 @@ def test_bad_inputs_give_clear_errors():
         gen.generate_tokens(["la"], ["pop"], options=SongOptions(duration=0.1, window_frames=4, context_frames=4))
     with pytest.raises(ConfigError, match="one description per lyrics"):
         gen.generate_tokens(["la", "la"], ["pop"])
+    with pytest.raises(ValueError, match="chunk_frames must be an int >= 1"):
+        gen.generate("la", "pop", chunk_frames=0)
+    with pytest.raises(ValueError, match="chunk_context_frames must be an int >= 0"):
+        gen.generate("la", "pop", chunk_context_frames=-1)
     with pytest.raises(ConfigError, match="needs the codec"):
         gen.generate("la", "pop", duration=0.05)
     with pytest.raises(ConfigError, match=r"reference voice tokens must be \[K=2"):

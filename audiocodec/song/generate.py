@@ -112,6 +112,10 @@ def _checked(opts: SongOptions) -> SongOptions:
     scale = opts.cfg_scale
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
         raise ValueError(f"cfg_scale must be a number or None, got {opts.cfg_scale!r}")
+    for name, least in (("chunk_frames", 1), ("chunk_context_frames", 0)):
+        value = getattr(opts, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
     return opts
 
 
