@@ -134,6 +134,11 @@ def test_decode_chunks_of_growing_codes_are_those_of_the_whole(native_cpu_convs)
     for start, audio in codec.decode_chunks(codes, 5, 2, start=start):
         grown.append((start, audio))
     assert len(grown) == len(whole) and all(torch.equal(a, b) for (_, a), (_, b) in zip(grown, whole))
+    wav = torch.randn(1, 1, 23 * hop - 100)          # Codes: all their frames, the last one whole
+    coded = codec.encode(wav)
+    joined = torch.cat([a for _, a in codec.decode_chunks(coded, 5, 2)], dim=-1)
+    torch.testing.assert_close(joined, torch.cat([a for _, a in codec.decode_chunks(coded.tokens, 5, 2)], dim=-1))
+    assert joined.shape[-1] == coded.tokens.shape[-1] * hop
     for bad in (dict(chunk_frames=0, context_frames=2), dict(chunk_frames=5, context_frames=-1),
                 dict(chunk_frames=5, context_frames=2, start=24)):
         with pytest.raises(ValueError):

@@ -213,9 +213,10 @@ class Codec(nn.Module):
         return audio * mask
 
     @torch.no_grad()
-    def decode_chunks(self, codes: torch.Tensor, chunk_frames: int, context_frames: int, start: int = 0,
-                      final: bool = True) -> Iterator[tuple[int, torch.Tensor]]:
-        """The audio of frames ``[start, T)`` of ``codes [B, K, T]`` (or ``[K, T]``) in chunks of ``chunk_frames``
+    def decode_chunks(self, codes: Union[Codes, torch.Tensor], chunk_frames: int, context_frames: int,
+                      start: int = 0, final: bool = True) -> Iterator[tuple[int, torch.Tensor]]:
+        """The audio of frames ``[start, T)`` of ``codes [B, K, T]`` (or ``[K, T]``, or :class:`Codes`, whose
+        frames are all decoded: no cut to the input's length) in chunks of ``chunk_frames``
         frames, each decoded in a window of ``context_frames`` more on either side (where they exist) whose
         centre is kept: yields ``(next start, audio [B, channels, n * hop_length])``. With ``final=False`` only the
         chunks whose look-ahead already exists, for codes that are still growing (streaming: call again with the
@@ -225,6 +226,8 @@ class Codec(nn.Module):
             raise ValueError(f"chunk_frames must be an int >= 1, got {chunk_frames!r}")
         if not isinstance(context_frames, int) or context_frames < 0:
             raise ValueError(f"context_frames must be an int >= 0, got {context_frames!r}")
+        if isinstance(codes, Codes):
+            codes = codes.tokens
         total = codes.shape[-1]
         if not 0 <= start <= total:
             raise ValueError(f"start={start} is outside the codes' {total} frames")
