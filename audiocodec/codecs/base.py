@@ -25,6 +25,19 @@ from ..nn.streaming import StreamingError
 from .codes import Codes, validate_tokens
 
 
+def chunk_windows(total: int, chunk: int, context: int, start: int = 0, final: bool = True
+                  ) -> Iterator[tuple[int, int, int, int]]:
+    """The chunks ``[start, stop)`` of ``chunk`` frames that tile frames ``[start, total)``, each with its window
+    ``[w0, w1)`` of ``context`` more frames on either side where they exist: ``(start, stop, w0, w1)``. With
+    ``final=False`` (frames still arriving) it stops before the first chunk whose look-ahead is not there yet."""
+    while start < total:
+        stop = min(start + chunk, total)
+        if not final and stop + context > total:
+            return
+        yield start, stop, max(0, start - context), min(total, stop + context)
+        start = stop
+
+
 class CodecOutput(NamedTuple):
     """Training forward pass: ``audio [B, C, L]`` (cut to the input length), ``codes [B, K, T]``,
     ``latents [B, D, T]`` (quantized) and the quantizer ``losses``."""
@@ -232,14 +245,8 @@ class Codec(nn.Module):
         if not 0 <= start <= total:
             raise ValueError(f"start={start} is outside the codes' {total} frames")
         hop = self.hop_length
-        while start < total:
-            stop = min(start + chunk_frames, total)
-            if not final and stop + context_frames > total:
-                return
-            w0, w1 = max(0, start - context_frames), min(total, stop + context_frames)
-            audio = self.decode(codes[..., w0:w1])
-            yield stop, audio[..., (start - w0) * hop:(stop - w0) * hop]
-            start = stop
+        for start, stop, w0, w1 in chunk_windows(total, chunk_frames, context_frames, start, final):
+            yield stop, self.decode(codes[..., w0:w1])[..., (start - w0) * hop:(stop - w0) * hop]
 
     def decode_latent(self, codes: Union[Codes, torch.Tensor]) -> torch.Tensor:
         """Codes -> the decoder's input features ``[B, D', T]`` (quantized latents or code embeddings)."""
@@ -322,13 +329,9 @@ class Codec(nn.Module):
         if total_frames <= chunk:
             return fn(x)
         ctx = int(self.context_seconds * self.frame_rate)
-        outputs = []
-        for start in range(0, total_frames, chunk):
-            stop = min(start + chunk, total_frames)
-            w0, w1 = max(0, start - ctx), min(total_frames, stop + ctx)
-            y = fn(x[..., w0 * frames_in: w1 * frames_in])
-            outputs.append(y[..., (start - w0) * frames_out: (stop - w0) * frames_out])
-        return torch.cat(outputs, dim=-1)
+        return torch.cat([fn(x[..., w0 * frames_in: w1 * frames_in])[..., (start - w0) * frames_out:
+                                                                      (stop - w0) * frames_out]
+                          for start, stop, w0, w1 in chunk_windows(total_frames, chunk, ctx)], dim=-1)
 
     # -- streaming (causal codecs) -----------------------------------------------------------------
     # Chunk in, chunk out, equal to offline encode / decode of the whole signal (up to float rounding).
