@@ -365,10 +365,7 @@ class ISTFT(nn.Module):
         T = spec.shape[-1]
         irfft = _irfft_outside_compile if torch.is_grad_enabled() else torch.fft.irfft
         frames = irfft(spec, self.n_fft, dim=1, norm="backward") * self.window[None, :, None]
-        out_len = (T - 1) * self.hop_length + self.win_length
-        y = self._overlap_add(frames)[:, pad:out_len - pad]
-        envelope = self._overlap_add(self.window.square()[None, :, None].expand(1, -1, T))[0, pad:out_len - pad]
-        return y / envelope.clamp_min(1e-11)
+        return self._overlap_add(frames)[:, pad:pad + T * self.hop_length] / self._window_envelope(T)
 
     def time_major(self, spec: torch.Tensor) -> torch.Tensor:
         """``padding="same"`` of a time-major spectrum ``[B, T, n_fft // 2 + 1]`` (complex), where the window is a
@@ -393,12 +390,16 @@ class ISTFT(nn.Module):
         cached = self.__dict__.get("_envelope_cache")
         if cached is not None and cached[0] == T and cached[1] is self.window and cached[2] == self.window._version:
             return cached[3]
-        pad = (self.win_length - self.hop_length) // 2
-        window = self.window.detach()
-        envelope = self._overlap_add(window.square()[None, :, None].expand(1, -1, T))[0]
-        envelope = envelope[pad:pad + T * self.hop_length].clamp_min(1e-11)
+        envelope = self._window_envelope(T)
         self.__dict__["_envelope_cache"] = (T, self.window, self.window._version, envelope)
         return envelope
+
+    def _window_envelope(self, T: int) -> torch.Tensor:
+        """The squared windows of ``T`` frames overlap-added, over the kept samples ``[T * hop]``, clamped away
+        from zero: what ``padding="same"`` divides by."""
+        pad = (self.win_length - self.hop_length) // 2
+        envelope = self._overlap_add(self.window.square()[None, :, None].expand(1, -1, T))[0]
+        return envelope[pad:pad + T * self.hop_length].clamp_min(1e-11)
 
     def _overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames ``[B, win_length, T]`` placed ``hop_length`` apart and summed: ``[B, (T - 1) * hop + win]``.
