@@ -133,6 +133,8 @@ def stream_codec(args, model: SongModel, device):
     import audiocodec
     info = model.codec_info
     if args.model != "random":
+        if not info.get("source"):
+            raise SystemExit(f"--stream: the song model {args.model} records no codec source to decode with")
         return audiocodec.load_codec(info["source"], device=device).prepare_for_inference()
     task = load_yaml(ROOT / "recipes" / "codec" / "music_rvq_40_small.yaml")["task"]
     codec = audiocodec.build_codec(task["codec"], **task["codec_overrides"]).to(device).prepare_for_inference()

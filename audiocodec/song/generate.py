@@ -367,7 +367,8 @@ class SongGenerator:
                 .to(device) for k in self.layout.tracks}
         return [{k: torch.cat([p[k] for p in chunks], dim=-1).cpu() for k in self.layout.tracks} for chunks in pieces]
 
-    def decode(self, tokens: dict, chunk_frames: Optional[int] = None, chunk_context_frames: int = 8) -> Song:
+    def decode(self, tokens: dict, chunk_frames: Optional[int] = None,
+               chunk_context_frames: int = SongOptions.chunk_context_frames) -> Song:
         """Tokens of one song (``{track: [K, T]}``) -> :class:`Song` (needs the codec): in one piece, or with
         ``chunk_frames`` in the chunks a stream plays (:meth:`Codec.decode_chunks`), joined."""
         self._require_codec()
@@ -437,11 +438,10 @@ class SongGenerator:
             except StopIteration as finished:
                 song = finished.value[0]
                 break
+            # frames whose every cell is decoded, up to the song's end (a row's length counts the steps run until
+            # it ends: its first EOS column of the delay-0 rows, as the window's own end in _window_steps)
             columns = prefix.shape[-1] + out.tokens.shape[-1]
-            frames = (columns - last - 1) // g                # frames whose every cell is decoded
-            if bool(out.finished[0]):
-                frames = min(frames, (prefix.shape[-1] + int(out.lengths[0]) - last) // g)
-            frames = min(frames, target)
+            frames = min((columns - last - 1) // g, (prefix.shape[-1] + int(out.lengths[0]) - last) // g, target)
             if frames <= kept:
                 continue
             sequence = torch.cat([prefix[:1], out.tokens[:1]], dim=-1)[:, :, :g * frames + last + 1]
