@@ -87,6 +87,7 @@ SWITCHES = {
     "cuda_split_bf16_gemms": ("audiocodec.nn.vocos", "VocosBackbone"),  # compiled fp32 MLP GEMMs as split bf16
     "cuda_split_bf16_convs": ("audiocodec.nn.vocos", "VocosBackbone"),  # and the backbone's convs (im2col)
     "split_bf16_parts": ("audiocodec.nn.vocos", "VocosBackbone"),       # their parts: 3 (fp32-grade) or 2 (~2^-16)
+    "cpu_code_tables": ("audiocodec.codecs.base", "Codec"),             # CPU decode: the input conv by table lookup
 }
 
 

@@ -355,3 +355,58 @@ def test_pointwise_conv_add_into_equals_add():
             res = conv.add_into(out, x)
         assert res.data_ptr() == ptr
         torch.testing.assert_close(res, expected, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("quantizer", [None, {"num_quantizers": 3, "codebook_size": 64, "codebook_dim": 8}])
+def test_decoder_first_conv_by_code_table(monkeypatch, quantizer):
+    """Codec.cpu_code_tables: the decoder's input conv of the code vectors as a table lookup computes the conv (one
+    codebook; three, with the quantizer's output projection and its bias, decoded with all or fewer), edges included,
+    closer to float64 than the fp32 conv; the table follows codebook and conv updates; over the size limit, or under
+    autograd, the conv runs."""
+    torch.manual_seed(0)
+    overrides = dict(TINY["wavtokenizer-75"], **({"quantizer": quantizer} if quantizer else {}))
+    codec = audiocodec.build_codec("wavtokenizer-75", **overrides).prepare_for_inference()
+    conv = codec.decoder.first_conv
+    built = []
+    make = audiocodec.codecs.base.conv_tables
+    monkeypatch.setattr(audiocodec.codecs.base, "conv_tables", lambda *a: built.append(1) or make(*a))
+    with torch.no_grad():
+        for layer in codec.quantizer.layers:
+            layer.codebook.embed.normal_()
+        conv.bias.normal_()
+
+    def check(tokens):
+        with torch.inference_mode():
+            fast = codec._first_conv_by_lookup(tokens)
+            features = codec._embed(tokens)
+            ref = conv(features)
+            truth = torch.nn.functional.conv1d(features.double(), conv.weight.double(), conv.bias.double(), padding=3)
+        assert fast.shape == ref.shape and fast.stride(1) == 1   # time-major, like the conv path's output
+        scale = truth.abs().max()
+        assert (fast - truth).abs().max() <= (ref - truth).abs().max() + 1e-6 * scale
+        torch.testing.assert_close(fast, ref, atol=1e-5 * float(scale), rtol=1e-5)
+
+    k = codec.max_codebooks
+    tokens = torch.randint(0, codec.cardinality, (2, k, 40))
+    check(tokens)
+    check(tokens[..., :2])   # shorter than the kernel: every output reads padding
+    assert len(built) == 1
+    if k > 1:
+        check(tokens[:, :2])   # fewer codebooks: another table
+        assert len(built) == 2
+    with torch.no_grad():
+        codec.quantizer.layers[0].codebook.embed.mul_(-2)
+    check(tokens)
+    with torch.no_grad():
+        conv.weight.mul_(0.5)
+    check(tokens)
+    fast, ref = both(lambda: codec.decode(tokens))   # the whole decode through the table
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-4)
+    count = len(built)
+    monkeypatch.setattr(codec, "code_table_max_bytes", 1000)
+    with torch.inference_mode():
+        assert codec._first_conv_by_lookup(tokens) is None
+    with torch.no_grad():
+        codec.quantizer.layers[0].codebook.embed.mul_(-1)
+    assert codec._first_conv_by_lookup(tokens) is None   # grad on
+    assert len(built) == count

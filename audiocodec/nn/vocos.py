@@ -302,8 +302,10 @@ class VocosBackbone(nn.Module):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.constant_(m.bias, 0)
 
-    def forward(self, x: torch.Tensor, cond_id: int = 0) -> torch.Tensor:
-        """``cond_id``: the AdaLN condition (e.g. bandwidth index); ignored without AdaLN."""
+    def forward(self, x: torch.Tensor, cond_id: int = 0, first_conv_applied: bool = False) -> torch.Tensor:
+        """``cond_id``: the AdaLN condition (e.g. bandwidth index); ignored without AdaLN. With
+        ``first_conv_applied`` ``x`` is already the input conv's output ``[B, dim, T]`` (a codec computed it from
+        its codes by table lookup: :mod:`audiocodec.nn.lookup_conv`)."""
         pos_net = list(self.pos_net) if self.pos_net is not None else []
         split, embed_split, pos_split = [None] * len(self.convnext), None, [None] * len(pos_net)
         gemms = self.cuda_split_bf16_gemms
@@ -321,7 +323,8 @@ class VocosBackbone(nn.Module):
             if convs:
                 embed_split = (parts, next(ops))
                 pos_split = [(parts, *(next(ops) for _ in cs)) if cs else None for cs in pos_convs]
-        x = _run_conv(self.embed, x, embed_split, 0)
+        if not first_conv_applied:
+            x = _run_conv(self.embed, x, embed_split, 0)
         for module, module_split in zip(pos_net, pos_split):
             x = module(x) if module_split is None else module(x, module_split)
         if self.adanorm:
@@ -481,9 +484,17 @@ class VocosDecoder(nn.Module):
                              f"not {num_codebooks}: use set_num_codebooks with one of those")
         return self.bandwidth_codebooks.index(num_codebooks)
 
-    def forward(self, features: torch.Tensor, num_codebooks: Optional[int] = None) -> torch.Tensor:
+    @property
+    def first_conv(self) -> PaddedConv1d:
+        """The backbone's input conv, the decoder's first layer (see ``first_conv_applied``)."""
+        return self.backbone.embed
+
+    def forward(self, features: torch.Tensor, num_codebooks: Optional[int] = None,
+                first_conv_applied: bool = False) -> torch.Tensor:
+        """``features [B, input_channels, T]``, or with ``first_conv_applied`` the output of :attr:`first_conv`
+        ``[B, dim, T]`` -> waveform ``[B, 1, T * hop_length]``."""
         cond = self.condition_id(num_codebooks)
-        return self.head(self.backbone(features, cond))
+        return self.head(self.backbone(features, cond, first_conv_applied))
 
     def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """``codes [B, K, T] -> [B, input_channels, T]`` (only with ``codebook_embedding``)."""
