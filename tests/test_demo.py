@@ -532,6 +532,9 @@ def test_browser_end_to_end(server, clips):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60000)
+            # assertions wait as long as actions do (playwright's expect has its own 5 s default, which a slow
+            # machine's synthesis once outlasted)
+            expect.set_options(timeout=60000)
             page.goto(url, wait_until="domcontentloaded")
             expect(page.get_by_role("tab", name="Codec")).to_be_visible()
 
