@@ -68,7 +68,7 @@ class Codec(nn.Module):
     #: Vocos, WavTokenizer): that conv of the code vectors as sums of rows of a precomputed table
     #: (:mod:`audiocodec.nn.lookup_conv`) instead of a GEMM, where the table takes at most
     #: :attr:`code_table_max_bytes` (built on the first decode, cached, rebuilt when a weight or codebook
-    #: changes). WavTokenizer-75: an 88 MB table, the input conv 6.8 -> 0.1 ms of a 5 s decode (2 vCPUs).
+    #: changes; 0.3 s). WavTokenizer-75: an 88 MB table, the input conv 6.8 -> ~1 ms of a 5 s decode (2 vCPUs).
     cpu_code_tables = True
     code_table_max_bytes = 128 << 20
 

@@ -5,8 +5,8 @@ D_in]`` per codebook), and its first layer is often a convolution of ``r`` taps.
 of rows of precomputed tables: ``out[t] = b + sum_j sum_k (W_j E_k)[c_k[t + j - p]]``. Computing it so takes ``r K``
 row additions per output instead of ``r D_in`` multiply-adds per output channel (WavTokenizer's decoder: 7 rows of
 768 instead of a 512 -> 768, k=7 conv, 2.1 GFLOP per 5 s), at the price of a table of ``r K C D_out`` floats
-(88 MB for WavTokenizer's 4096 codes). The tables are computed in float64 and rounded once, so each row is as
-exact as fp32 allows and the sum has ``r K`` terms instead of the conv's ``r D_in``.
+(88 MB for WavTokenizer's 4096 codes). Each output is then a sum of ``r K`` rows, each row a ``D_in``-term dot
+product, where the conv sums ``r D_in`` products: no less exact than the conv.
 """
 from __future__ import annotations
 
@@ -19,16 +19,20 @@ import torch.nn.functional as F
 def conv_tables(vectors: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """The rows that :func:`lookup_conv` sums: ``vectors [K, C, D_in]`` (codebook ``k``'s vector of code ``c``)
     through each tap of ``weight [D_out, D_in, r]``, ``(W_j E_k)[c]`` at row ``(j K + k) C + c``, then a row of
-    zeros (padding) and the ``bias`` (zeros without one): ``[r K C + 2, D_out]`` in ``weight``'s dtype."""
+    zeros (padding) and the ``bias`` (zeros without one): ``[r K C + 2, D_out]`` in ``weight``'s dtype, one GEMM
+    per tap (WavTokenizer's 88 MB: 0.2 s on 2 vCPUs)."""
     k, c, d_in = vectors.shape
     d_out, w_in, r = weight.shape
     if w_in != d_in:
         raise ValueError(f"code vectors of {d_in} channels do not fit a conv of {w_in} input channels")
-    rows = torch.einsum("kci,oij->jkco", vectors.double(), weight.double()).reshape(r * k * c, d_out)
-    extra = torch.zeros(2, d_out, dtype=torch.float64, device=weight.device)
+    out = weight.new_empty(r * k * c + 2, d_out)
+    flat = vectors.reshape(k * c, d_in).to(weight.dtype)
+    for j, rows in enumerate(out[:r * k * c].view(r, k * c, d_out)):
+        torch.mm(flat, weight[:, :, j].t(), out=rows)
+    out[-2:].zero_()
     if bias is not None:
-        extra[1] = bias.double()
-    return torch.cat([rows, extra]).to(weight.dtype)
+        out[-1] = bias
+    return out
 
 
 def lookup_conv(tokens: torch.Tensor, tables: torch.Tensor, kernel_size: int) -> torch.Tensor:
