@@ -361,8 +361,8 @@ def test_pointwise_conv_add_into_equals_add():
 def test_decoder_first_conv_by_code_table(monkeypatch, quantizer):
     """Codec.cpu_code_tables: the decoder's input conv of the code vectors as a table lookup computes the conv (one
     codebook; three, with the quantizer's output projection and its bias, decoded with all or fewer), edges included,
-    closer to float64 than the fp32 conv; the table follows codebook and conv updates; over the size limit, or under
-    autograd, the conv runs."""
+    closer to float64 than the fp32 conv; the tables follow codebook and conv updates, one per number of codebooks
+    within the size limit together; over it, or under autograd, the conv runs."""
     torch.manual_seed(0)
     overrides = dict(TINY["wavtokenizer-75"], **({"quantizer": quantizer} if quantizer else {}))
     codec = audiocodec.build_codec("wavtokenizer-75", **overrides).prepare_for_inference()
@@ -392,8 +392,20 @@ def test_decoder_first_conv_by_code_table(monkeypatch, quantizer):
     check(tokens[..., :2])   # shorter than the kernel: every output reads padding
     assert len(built) == 1
     if k > 1:
-        check(tokens[:, :2])   # fewer codebooks: another table
+        check(tokens[:, :2])   # fewer codebooks: another table, kept beside the first
+        check(tokens)
         assert len(built) == 2
+        # the weights change: both tables are stale and dropped; with room for one, the number of codebooks
+        # decoded next gets a table, the other decodes by the conv
+        with torch.no_grad():
+            conv.bias.add_(1)
+        first = (conv.kernel_size[0] * k * codec.cardinality + 2) * conv.out_channels * 4
+        monkeypatch.setattr(codec, "code_table_max_bytes", first + 1000)
+        check(tokens)
+        assert len(built) == 3
+        with torch.inference_mode():
+            assert codec._first_conv_by_lookup(tokens[:, :2]) is None
+        monkeypatch.setattr(codec, "code_table_max_bytes", audiocodec.codecs.base.Codec.code_table_max_bytes)
     with torch.no_grad():
         codec.quantizer.layers[0].codebook.embed.mul_(-2)
     check(tokens)
@@ -409,4 +421,7 @@ def test_decoder_first_conv_by_code_table(monkeypatch, quantizer):
     with torch.no_grad():
         codec.quantizer.layers[0].codebook.embed.mul_(-1)
     assert codec._first_conv_by_lookup(tokens) is None   # grad on
+    with torch.inference_mode():   # a codec built in inference mode: its weights have no version to key a cache
+        made_in_inference = audiocodec.build_codec("wavtokenizer-75", **overrides).prepare_for_inference()
+        assert made_in_inference._first_conv_by_lookup(tokens) is None
     assert len(built) == count

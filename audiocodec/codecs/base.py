@@ -67,8 +67,8 @@ class Codec(nn.Module):
     #: CPU inference in fp32 of a decoder whose first layer is a zero-padded "same" conv (its ``first_conv``:
     #: Vocos, WavTokenizer): that conv of the code vectors as sums of rows of a precomputed table
     #: (:mod:`audiocodec.nn.lookup_conv`) instead of a GEMM, where the table takes at most
-    #: :attr:`code_table_max_bytes` (built on the first decode, cached, rebuilt when a weight or codebook
-    #: changes; 0.3 s). WavTokenizer-75: an 88 MB table, the input conv 6.8 -> ~1 ms of a 5 s decode (2 vCPUs).
+    #: :attr:`code_table_max_bytes` (all numbers of codebooks decoded together; built on the first decode, cached,
+    #: rebuilt when a weight or codebook changes; 0.3 s). WavTokenizer-75: an 88 MB table, the input conv 6.8 -> ~1 ms of a 5 s decode (2 vCPUs).
     cpu_code_tables = True
     code_table_max_bytes = 128 << 20
 
@@ -288,12 +288,24 @@ class Codec(nn.Module):
                 and conv.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
             return None
         r, k = conv.kernel_size[0], tokens.shape[1]
-        if ((conv.stride[0], conv.dilation[0], conv.groups) != (1, 1, 1) or r % 2 == 0 or conv.causal
-                or conv.pad_mode != "constant"
-                or (r * k * self.cardinality + 2) * conv.out_channels * 4 > self.code_table_max_bytes):
+        if (conv.stride[0], conv.dilation[0], conv.groups) != (1, 1, 1) or r % 2 == 0 or conv.causal \
+                or conv.pad_mode != "constant":
             return None
+        # one table per number of codebooks decoded (bitrates), those of the current weights within
+        # code_table_max_bytes together (stale ones are dropped); none for weights that cannot be cached (inference
+        # tensors), which would rebuild it on every call
+        name = f"code_conv_tables_{k}"
         sources = (conv.weight, conv.bias) + self._code_vector_sources()
-        tables = TimeMajorWeights.get(self, "code_conv_tables", sources, tag=k, make=lambda *_: conv_tables(
+        valid = TimeMajorWeights.valid(self, sources)
+        if valid is None:
+            return None
+        cache = self.__dict__.get("_layout_cache", {})
+        for stale in [key for key in cache if key.startswith("code_conv_tables_") and key not in valid]:
+            del cache[stale]
+        held = sum(table.nbytes for key, table in valid.items() if key.startswith("code_conv_tables_") and key != name)
+        if held + (r * k * self.cardinality + 2) * conv.out_channels * 4 > self.code_table_max_bytes:
+            return None
+        tables = TimeMajorWeights.get(self, name, sources, lambda *_: conv_tables(
             self._code_vectors(k), conv.weight, conv.bias))
         return lookup_conv(tokens, tables, r)
 

@@ -141,13 +141,28 @@ class TimeMajorWeights:
     when a source tensor changes (new data, in-place update, dtype or device) or ``tag`` changes."""
 
     @staticmethod
+    def _key(sources: tuple, tag) -> Optional[tuple]:
+        try:
+            return (tag,) + tuple((t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) if t is not None
+                                  else None for t in sources)
+        except RuntimeError:  # inference tensors have no version counter: no caching
+            return None
+
+    @staticmethod
+    def valid(module: nn.Module, sources, tag=None) -> Optional[dict]:
+        """``{name: value}`` of the entries cached on ``module`` that were made from ``sources`` as they are now;
+        ``None`` if nothing made from ``sources`` can be cached (inference tensors: :meth:`get` makes it anew)."""
+        key = TimeMajorWeights._key(sources if isinstance(sources, tuple) else (sources,), tag)
+        if key is None:
+            return None
+        return {name: hit[1] for name, hit in module.__dict__.get("_layout_cache", {}).items() if hit[0] == key}
+
+    @staticmethod
     def get(module: nn.Module, name: str, sources, make, tag=None):
         """``make(*sources)``, cached on ``module`` under ``name``; ``sources``: a tensor or a tuple."""
         sources = sources if isinstance(sources, tuple) else (sources,)
-        try:
-            key = (tag,) + tuple((t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)) if t is not None
-                                 else None for t in sources)
-        except RuntimeError:  # inference tensors have no version counter: no caching
+        key = TimeMajorWeights._key(sources, tag)
+        if key is None:
             return make(*sources)
         cache = module.__dict__.setdefault("_layout_cache", _DerivedCache())
         hit = cache.get(name)
