@@ -74,10 +74,12 @@ class ResidualVQ(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             residual = x.float()
             codes = []
-            for layer in self.layers[:n_q]:
+            layers = self.layers[:n_q]
+            for layer in layers[:-1]:
                 c, q = layer.quantize(residual)
                 residual = residual - q
                 codes.append(c)
+            codes.append(layers[-1].encode(residual))   # the last layer's residual is not needed
         return torch.stack(codes, dim=1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
