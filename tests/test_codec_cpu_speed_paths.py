@@ -425,3 +425,31 @@ def test_decoder_first_conv_by_code_table(monkeypatch, quantizer):
         made_in_inference = audiocodec.build_codec("wavtokenizer-75", **overrides).prepare_for_inference()
         assert made_in_inference._first_conv_by_lookup(tokens) is None
     assert len(built) == count
+
+
+def test_codec_compile_on_the_cpu_keeps_the_fast_paths_and_compiles_the_activations(monkeypatch):
+    """Codec.compile() on the CPU: parts with eager fast paths of their own keep them (forward not replaced), the
+    SEANet ELUs run through torch.compile (in place, as on the eager path): the same codes and audio as eager,
+    up to float rounding; cpu_fast_paths=False compiles the parts whole."""
+    from audiocodec.nn import seanet
+    torch.manual_seed(0)
+    codec = audiocodec.build_codec("encodec-24k", **TINY["encodec-24k"]).prepare_for_inference()
+    wav = 0.1 * torch.randn(1, 1, 4800)
+    with torch.inference_mode():
+        ref_codes = codec.encode(wav).tokens
+        ref = codec.decode(ref_codes)
+    elus = []
+    compiled = seanet._compiled_elu()
+    monkeypatch.setattr(seanet, "_compiled_elu", lambda: lambda *a: elus.append(a[2]) or compiled(*a))
+    assert codec.compile() is codec
+    assert "forward" not in vars(codec.encoder) and "forward" not in vars(codec.decoder)   # not replaced
+    assert codec.encoder.compiled_activations and codec.decoder.compiled_activations
+    with torch.inference_mode():
+        codes = codec.encode(wav).tokens
+        out = codec.decode(ref_codes)
+    assert torch.equal(codes, ref_codes)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-5)
+    assert len(elus) == 2 * (4 * 3 + 1) and all(elus)   # 13 ELUs each way, all on tensors the path owns: in place
+    whole = audiocodec.build_codec("encodec-24k", **TINY["encodec-24k"]).compile(cpu_fast_paths=False)
+    assert "forward" in vars(whole.encoder) and "forward" in vars(whole.decoder)   # torch.compile'd
+    assert not whole.encoder.compiled_activations
