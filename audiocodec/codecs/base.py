@@ -68,7 +68,8 @@ class Codec(nn.Module):
     #: Vocos, WavTokenizer): that conv of the code vectors as sums of rows of a precomputed table
     #: (:mod:`audiocodec.nn.lookup_conv`) instead of a GEMM, where the table takes at most
     #: :attr:`code_table_max_bytes` (all numbers of codebooks decoded together; built on the first decode, cached,
-    #: rebuilt when a weight or codebook changes; 0.3 s). WavTokenizer-75: an 88 MB table, the input conv 6.8 -> ~1 ms of a 5 s decode (2 vCPUs).
+    #: rebuilt when a weight or codebook changes; 0.3 s). WavTokenizer-75: an 88 MB table, the input conv
+    #: 6.8 -> ~1 ms of a 5 s decode (2 vCPUs).
     cpu_code_tables = True
     code_table_max_bytes = 128 << 20
 
@@ -150,7 +151,7 @@ class Codec(nn.Module):
 
         On the CPU a part with faster eager paths of its own (``cpu_fast_paths``: SEANet, Vocos) keeps them and
         only its activations are compiled where it has any (``compiled_activations``: a WavTokenizer-75 encode
-        ~1.1x faster on 2 vCPUs); ``cpu_fast_paths=False`` compiles it whole, as on CUDA. The first call pays the
+        1.06-1.1x faster on 2 vCPUs); ``cpu_fast_paths=False`` compiles it whole, as on CUDA. The first call pays the
         compilation (~10 s). Returns ``self``; encode / decode keep their interface."""
         for name in ("encoder", "decoder"):
             part = getattr(self, name)
