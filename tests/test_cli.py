@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import audiocodec
-from audiocodec import Codes
+from audiocodec import Codec, Codes
 from audiocodec.cli import main, resolve_model
 
 SR = 24000
@@ -92,6 +92,27 @@ def test_encode_matches_library_and_num_codebooks(tmp_path, model_path):
     ref = codec.encode(wav, sample_rate=sr)
     assert torch.equal(codes.tokens, ref.tokens)
     assert torch.equal(codec.decode(codes), codec.decode(ref))
+
+
+def test_compile_flag_compiles_the_codec_and_keeps_the_codes(tmp_path, model_path, monkeypatch):
+    """``--compile`` runs Codec.compile() (on the CPU: the encoder's activations) before coding: the same codes and
+    audio as without."""
+    data = tmp_path / "data"
+    write_dataset(data, {"x.wav": (24000, 9000, 1)})
+    compiled = []
+    original = Codec.compile
+    monkeypatch.setattr(Codec, "compile", lambda self, *a, **k: compiled.append(self) or original(self, *a, **k))
+    for flag in ([], ["--compile"]):
+        out = tmp_path / f"c{len(flag)}"
+        assert main(["encode", str(data), "-o", str(out), "--model", str(model_path), "--device", "cpu", "-q"]
+                    + flag) == 0
+        assert main(["decode", str(out), "-o", str(tmp_path / f"w{len(flag)}"), "--model", str(model_path), "-q"]
+                    + flag) == 0
+    assert len(compiled) == 2 and compiled[0].encoder.compiled_activations
+    assert torch.equal(Codes.load(tmp_path / "c0" / "x.npz").tokens, Codes.load(tmp_path / "c1" / "x.npz").tokens)
+    a, _ = sf.read(tmp_path / "w0" / "x.wav")
+    b, _ = sf.read(tmp_path / "w1" / "x.wav")
+    assert np.abs(a - b).max() <= 2 / 32768   # PCM_16: at most a rounding step apart
 
 
 def test_decode_batched_codes_file(tmp_path, model_path):
