@@ -305,19 +305,18 @@ class Codec(nn.Module):
         # one table per number of codebooks decoded (bitrates), those of the current weights within
         # code_table_max_bytes together (stale ones are dropped); none for weights that cannot be cached (inference
         # tensors), which would rebuild it on every call
-        name = f"code_conv_tables_{k}"
         sources = (conv.weight, conv.bias) + self._code_vector_sources()
-        valid = TimeMajorWeights.valid(self, sources)
-        if valid is None:
+        held = TimeMajorWeights.prune(self, "code_conv_tables_", sources)
+        if held is None:
             return None
-        cache = self.__dict__.get("_layout_cache", {})
-        for stale in [key for key in cache if key.startswith("code_conv_tables_") and key not in valid]:
-            del cache[stale]
-        held = sum(table.nbytes for key, table in valid.items() if key.startswith("code_conv_tables_") and key != name)
-        if held + (r * k * self.cardinality + 2) * conv.out_channels * 4 > self.code_table_max_bytes:
+        name = f"code_conv_tables_{k}"
+        others = sum(table.nbytes for key, table in held.items() if key != name)
+        if others + (r * k * self.cardinality + 2) * conv.out_channels * 4 > self.code_table_max_bytes:
             return None
-        tables = TimeMajorWeights.get(self, name, sources, lambda *_: conv_tables(
-            self._code_vectors(k), conv.weight, conv.bias))
+        tables = held.get(name)
+        if tables is None:
+            tables = TimeMajorWeights.get(self, name, sources, lambda *_: conv_tables(
+                self._code_vectors(k), conv.weight, conv.bias))
         return lookup_conv(tokens, tables, r)
 
     def _code_vector_sources(self) -> tuple:

@@ -149,13 +149,17 @@ class TimeMajorWeights:
             return None
 
     @staticmethod
-    def valid(module: nn.Module, sources, tag=None) -> Optional[dict]:
-        """``{name: value}`` of the entries cached on ``module`` that were made from ``sources`` as they are now;
-        ``None`` if nothing made from ``sources`` can be cached (inference tensors: :meth:`get` makes it anew)."""
+    def prune(module: nn.Module, prefix: str, sources, tag=None) -> Optional[dict]:
+        """Drop the entries cached on ``module`` under names starting with ``prefix`` that were made from other
+        versions of ``sources``; return the others, ``{name: value}``. ``None`` if nothing made from ``sources`` can
+        be cached (inference tensors: :meth:`get` makes it anew on every call)."""
         key = TimeMajorWeights._key(sources if isinstance(sources, tuple) else (sources,), tag)
         if key is None:
             return None
-        return {name: hit[1] for name, hit in module.__dict__.get("_layout_cache", {}).items() if hit[0] == key}
+        cache = module.__dict__.get("_layout_cache", {})
+        for name in [name for name, hit in cache.items() if name.startswith(prefix) and hit[0] != key]:
+            del cache[name]
+        return {name: hit[1] for name, hit in cache.items() if name.startswith(prefix)}
 
     @staticmethod
     def get(module: nn.Module, name: str, sources, make, tag=None):

@@ -263,8 +263,8 @@ class SEANetDecoder(nn.Module, StreamingModule):
             model.append(make_activation(final_activation))
         self.model = init_weights_(nn.Sequential(*model), init)
 
-    cpu_fast_paths = SEANetEncoder.cpu_fast_paths            # as the encoder's
-    compiled_activations = SEANetEncoder.compiled_activations
+    cpu_fast_paths = True            # as the encoder's
+    compiled_activations = False
 
     def forward(self, latents: torch.Tensor, **_) -> torch.Tensor:
         if time_major_inference(latents):
